@@ -1,0 +1,68 @@
+"""Adapter running AutoAttack (pyautoattack) standard or custom attack sets as an EvasionAttack."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from attacks.base import AttackError, AttackResult, EvasionAttack
+from robustbench_local.threat import ThreatModel
+
+AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+
+
+def _reset_dynamic_check() -> None:
+    # pyautoattack's check_dynamic keeps a module-global call counter that is never reset, so one
+    # dynamic model would flag every later model in the process as dynamic.
+    from pyautoattack import checks
+
+    for key in list(getattr(checks, "funcs", {})):
+        checks.funcs[key] = 0
+
+
+class AutoAttackAdapter(EvasionAttack):
+    """AutoAttack (Croce & Hein 2020): ``version="standard"`` or a custom list of its attacks."""
+
+    norms = ("Linf", "L2", "L1")
+
+    def __init__(self, version: str = "standard", attacks: Sequence[str] | None = None, seed: int = 0,
+                 batch_size: int = 500, name: str | None = None) -> None:
+        if version not in ("standard", "plus", "rand", "custom"):
+            raise AttackError(f"unknown AutoAttack version {version!r}: choose standard, plus, rand or custom")
+        if version == "custom":
+            if not attacks:
+                raise AttackError("AutoAttack version 'custom' needs a non-empty attacks list, e.g. ['apgd-ce']")
+            unknown = set(attacks) - set(AA_ATTACKS)
+            if unknown:
+                raise AttackError(f"unknown AutoAttack attacks {sorted(unknown)}: choose from {list(AA_ATTACKS)}")
+        elif attacks:
+            raise AttackError(f"AutoAttack version {version!r} fixes its attacks; use version='custom' to choose")
+        self.version = version
+        self.attacks = list(attacks) if attacks else None
+        self.seed = seed
+        self.batch_size = batch_size
+        self.name = name or (f"autoattack_{version}" if version != "custom" else "aa_" + "+".join(self.attacks or []))
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+        """Run AutoAttack on (x, y); its own per-example early stopping keeps already-broken points."""
+        self.check(x, y, threat)
+        if threat.eps is None:
+            raise AttackError("AutoAttack needs a bounded threat model (threat.eps)")
+        from pyautoattack import AutoAttack
+
+        _reset_dynamic_check()
+        adversary = AutoAttack(model, norm=threat.norm.value, eps=threat.eps, version=self.version,
+                               attacks=self.attacks, seed=self.seed, device="cpu")
+        if self.version == "custom":
+            # Plain custom runs keep the reference settings of the standard version for each attack.
+            adversary.apgd.n_restarts = 1
+            adversary.fab.n_restarts = 1
+            adversary.apgd_targeted.n_restarts = 1
+            adversary.apgd_targeted.n_target_classes = 9
+            adversary.fab.n_target_classes = 9
+            adversary.square.n_queries = 5000
+        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=self.batch_size)
+        with torch.no_grad():
+            success = model(x_adv).argmax(dim=1) != y
+        return AttackResult(x_adv.detach(), success, distance=threat.distance(x, x_adv))

@@ -1,0 +1,81 @@
+"""The ``rbl`` command: compose the Hydra config, run the selected task, record its rows."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which fails without git
+
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.utils import get_method  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from robustbench_local.errors import USER_ERRORS  # noqa: E402
+from robustbench_local.results import ResultRow, ResultsStore  # noqa: E402
+from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _optional_path(value: object) -> Path | None:
+    return Path(str(value)).expanduser() if value not in (None, "") else None
+
+
+def _summary(row: ResultRow) -> str:
+    numbers = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return f"[{row.kind}] {row.dataset}/{row.model} ({row.defense}) {row.attack} {row.threat_model} eps={row.eps}: {numbers}"
+
+
+def run_task(cfg: DictConfig) -> list[ResultRow]:
+    """Run ``cfg.task`` with a fresh context and record what it returns."""
+    torch.set_num_threads(int(cfg.torch_threads))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if str(cfg.device) != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} requested but no CUDA device is available; use device=cpu")
+    target = cfg.task.get("_target_")
+    if not target:
+        raise ConfigError("task._target_ is missing: choose a task, e.g. task=evaluate")
+    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    ctx = TaskContext(cfg=cfg, data_root=_optional_path(cfg.dataset.get("root")),
+                      cache_dir=_optional_path(cfg.get("cache_dir")), output_dir=output_dir,
+                      device=torch.device(str(cfg.device)), seed=int(cfg.seed), batch_size=int(cfg.batch_size))
+    rows = get_method(target)(cfg, ctx) or []
+    if rows:
+        store = ResultsStore(cfg.results.url)
+        try:
+            for row in rows:
+                store.record(row)
+                print(_summary(row))
+        finally:
+            store.close()
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        run_task(cfg)
+    except USER_ERRORS as err:
+        # Bad input is the user's to fix: one clear line, no traceback from deep inside a library.
+        print(f"rbl: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    """Console entry point of ``rbl``."""
+    if not (CONF_DIR / "config.yaml").exists():
+        sys.exit(f"rbl: error: config tree not found at {CONF_DIR}; install the suite from its source checkout "
+                 "with `pip install -e .`")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""The error types that mean "bad input": the CLI reports them in one line instead of a traceback."""
+from __future__ import annotations
+
+from attacks.base import AttackError
+from robustbench_local.data import DataError
+from robustbench_local.sanity import ModelCheckError
+from robustbench_local.tasks.base import ConfigError
+from robustbench_local.threat import ThreatModelError
+from robustbench_local.zoo.architectures import ArchitectureError
+from robustbench_local.zoo.recipes import ZooError
+
+USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,
+                                             ThreatModelError, ArchitectureError, ZooError)

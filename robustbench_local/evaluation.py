@@ -1,0 +1,156 @@
+"""Robustness evaluation: clean accuracy, each attack, and the per-example worst case, resumable per batch."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from attacks.base import EvasionAttack
+from robustbench_local.data import DataSplit
+from robustbench_local.sanity import check_classifier
+from robustbench_local.threat import ThreatModel
+
+
+@dataclass
+class AttackOutcome:
+    """Per-example results of one attack over the whole evaluated set."""
+
+    robust: list[bool]
+    distance: list[float | None]  # perturbation size of each successful, re-checked adversarial example
+    queries: list[int | None]
+    time_s: float = 0.0
+    rejected: int = 0  # attack outputs that left the threat model or were not finite
+    done_batches: list[int] = field(default_factory=list)
+
+    @property
+    def robust_acc(self) -> float:
+        """Share of examples that stay correctly classified under this attack."""
+        return sum(self.robust) / max(len(self.robust), 1)
+
+    def summary(self) -> dict:
+        """Metrics for the results row."""
+        dists = sorted(d for d in self.distance if d is not None)
+        queries = sorted(q for q in self.queries if q is not None)
+        return {"robust_acc": self.robust_acc, "mean_distance": sum(dists) / len(dists) if dists else None,
+                "median_distance": dists[len(dists) // 2] if dists else None,
+                "median_queries": queries[len(queries) // 2] if queries else None,
+                "time_s": self.time_s, "rejected": self.rejected}
+
+
+@dataclass
+class EvaluationReport:
+    """Clean accuracy, each attack's outcome, and the worst case across attacks."""
+
+    clean: list[bool]
+    attacks: dict[str, AttackOutcome]
+
+    @property
+    def clean_acc(self) -> float:
+        """Top-1 accuracy on the clean inputs."""
+        return sum(self.clean) / max(len(self.clean), 1)
+
+    @property
+    def worst_case(self) -> list[bool]:
+        """Robust only if clean-correct and every attack failed on the example."""
+        flags = list(self.clean)
+        for outcome in self.attacks.values():
+            flags = [a and b for a, b in zip(flags, outcome.robust)]
+        return flags
+
+    def metrics(self) -> dict:
+        """All numbers of the report as a JSON-serialisable dict."""
+        worst = self.worst_case
+        return {"n": len(self.clean), "clean_acc": self.clean_acc,
+                "robust_acc": sum(worst) / max(len(worst), 1),
+                "attacks": {name: o.summary() for name, o in self.attacks.items()},
+                "attack_time_s": sum(o.time_s for o in self.attacks.values())}
+
+
+class _State:
+    """Per-batch evaluation state in a JSON file, written atomically after every batch."""
+
+    def __init__(self, path: Path | None, key: str) -> None:
+        self.path, self.key = path, key
+        self.data: dict = {"key": key, "attacks": {}}
+        if path is not None and path.exists():
+            loaded = json.loads(path.read_text())
+            if loaded.get("key") == key:
+                self.data = loaded
+
+    def outcome(self, name: str, n: int) -> AttackOutcome:
+        raw = self.data["attacks"].get(name)
+        if raw is None:
+            return AttackOutcome([True] * n, [None] * n, [None] * n)
+        return AttackOutcome(**raw)
+
+    def save(self, name: str, outcome: AttackOutcome) -> None:
+        self.data["attacks"][name] = outcome.__dict__
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)])
+
+
+def _run_batch(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               outcome: AttackOutcome, indices: torch.Tensor) -> None:
+    result = attack(model, x, y, threat)
+    x_adv = torch.nan_to_num(result.x_adv.detach().float(), nan=-1.0)  # NaN rows fail containment below
+    inside = threat.contains(x, x_adv)
+    with torch.no_grad():
+        fooled = model(x_adv.clamp(0, 1)).argmax(dim=1) != y
+    # Never trust an attack's own claim: success is re-measured, outside-the-ball outputs are failures.
+    success = fooled & inside
+    outcome.rejected += int((~inside & result.success.bool()).sum())
+    distance = threat.distance(x, x_adv)
+    for j, i in enumerate(indices.tolist()):
+        outcome.robust[i] = not bool(success[j])
+        outcome.distance[i] = float(distance[j]) if success[j] else None
+        if result.queries is not None:
+            outcome.queries[i] = int(result.queries[j])
+
+
+def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAttack], threat: ThreatModel, *,
+             batch_size: int = 500, seed: int = 0, state_path: Path | None = None, state_key: str = "",
+             progress: bool = True) -> EvaluationReport:
+    """Run every attack on the clean-correct points of ``data``; resumes from ``state_path`` if present."""
+    check_classifier(model, data.x, data.num_classes)
+    for name, attack in attacks.items():
+        attack.check(data.x[:1], data.y[:1], threat)
+    clean = (_predict(model, data.x, batch_size) == data.y).tolist()
+    state = _State(state_path, state_key)
+    n_batches = -(-len(data) // batch_size)
+    report = EvaluationReport(clean, {})
+    for name, attack in attacks.items():
+        outcome = state.outcome(name, len(data))
+        todo = [b for b in range(n_batches) if b not in outcome.done_batches]
+        for b in tqdm(todo, desc=name, disable=not progress or not todo, leave=False):
+            idx = torch.arange(b * batch_size, min((b + 1) * batch_size, len(data)))
+            idx = idx[torch.tensor([clean[i] for i in idx.tolist()], dtype=torch.bool)]
+            for i in range(b * batch_size, min((b + 1) * batch_size, len(data))):
+                if not clean[i]:
+                    outcome.robust[i] = False
+            if len(idx):
+                # Seeded per (attack, batch) so a resumed run reproduces the uninterrupted one.
+                torch.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()) + b)
+                start = time.perf_counter()
+                _run_batch(model, attack, data.x[idx], data.y[idx], threat, outcome, idx)
+                outcome.time_s += time.perf_counter() - start
+            outcome.done_batches.append(b)
+            state.save(name, outcome)
+        report.attacks[name] = outcome
+    return report

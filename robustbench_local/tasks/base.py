@@ -1,0 +1,54 @@
+"""What every task receives: resolved paths, device, seed, and loaders for the configured data and model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from robustbench_local.data import DataSplit, load_dataset
+from robustbench_local.zoo import load_model
+
+
+class ConfigError(ValueError):
+    """A config key is missing or has a value the suite cannot use."""
+
+
+@dataclass
+class TaskContext:
+    """Resolved run settings plus the configured data set and model."""
+
+    cfg: DictConfig
+    data_root: Path | None
+    cache_dir: Path | None
+    output_dir: Path
+    device: torch.device
+    seed: int
+    batch_size: int
+
+    def load_data(self, split: str = "test", n: int | None = None) -> DataSplit:
+        """Split ``split`` of ``cfg.dataset`` (first ``n`` examples if given)."""
+        ds = self.cfg.dataset
+        return load_dataset(ds.name, split, root=self.data_root, n=n, size=ds.get("size"))
+
+    def load_model(self) -> nn.Module:
+        """``cfg.model`` trained on ``cfg.dataset`` from the zoo, wrapped by ``cfg.defense`` if one is set."""
+        threat = self.cfg.get("threat", {}).get("norm")
+        model = load_model(self.cfg.model.name, self.cfg.dataset.name, threat_model=None if threat in (None, "L0", "L1") else threat,
+                           cache_dir=self.cache_dir, data_root=self.data_root)
+        wrapper = self.cfg.defense.get("wrapper")
+        if wrapper is not None:
+            model = instantiate(wrapper, _partial_=True)(model).eval()
+        return model
+
+    @property
+    def defense_name(self) -> str:
+        """The defense recorded in results: the wrapper's name, else the zoo recipe's."""
+        from robustbench_local.zoo import get_recipe
+
+        if self.cfg.defense.get("name", "none") != "none":
+            return str(self.cfg.defense.name)
+        return get_recipe(self.cfg.model.name, self.cfg.dataset.name).defense

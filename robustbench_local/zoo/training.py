@@ -1,0 +1,125 @@
+"""Training loops for zoo models: plain ERM and PGD adversarial training (Linf or L2)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustbench_local.data import DataSplit
+from robustbench_local.threat import Norm, ThreatModel
+
+
+def accuracy(model: nn.Module, data: DataSplit, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``data`` in eval mode, restoring the previous mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in data.loader(batch_size):
+            correct += int((model(x).argmax(dim=1) == y).sum())
+    model.train(was_training)
+    return correct / max(len(data), 1)
+
+
+def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, steps: int = 7,
+                step_size: float | None = None, random_start: bool = True,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Untargeted PGD on the cross-entropy loss, used to craft training-time adversarial examples."""
+    eps = float(threat.eps or 0.0)
+    if eps == 0 or steps <= 0:
+        return x.detach()
+    step = step_size if step_size is not None else 2.5 * eps / steps
+    x_adv = x.detach().clone()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator) * 2 - 1
+        if threat.norm == Norm.L2:
+            noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * eps * 0.5
+        else:
+            noise = noise * eps
+        x_adv = threat.project(x, x_adv + noise)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            if threat.norm == Norm.Linf:
+                x_adv = x_adv + step * grad.sign()
+            else:
+                g = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
+                x_adv = x_adv + step * grad / g
+            x_adv = threat.project(x, x_adv)
+    return x_adv.detach()
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random shifts by up to 1/8 of the side (zero padding) and, for natural images, horizontal flips."""
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (n, h)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (n, w)
+    out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(x.shape[1]).view(1, -1, 1, 1),
+                 rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        out[mask] = out[mask].flip(-1)
+    return out
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: choose adam or sgd")
+
+
+def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: float, batch_size: int, seed: int,
+                     adversarial: str | None = None, eps: float = 0.0, steps: int = 7, optimizer: str = "adam",
+                     schedule: str = "onecycle", weight_decay: float = 0.0, augment: bool = False,
+                     progress: bool = True) -> nn.Module:
+    """Train ``model`` by ERM, or by PGD adversarial training when ``adversarial`` is "Linf" or "L2"."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    threat = ThreatModel(Norm(adversarial), eps) if adversarial else None
+    opt = _optimizer(model, optimizer, lr, weight_decay)
+    steps_per_epoch = -(-len(train) // batch_size)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+             if schedule == "onecycle" else None)
+    flip = train.x.shape[1] == 3
+    bar = tqdm(range(epochs), desc=f"train {train.name}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        for x, y in train.loader(batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            if augment:
+                x = augment_batch(x, gen, flip)
+            if threat is not None:
+                # Craft in eval mode so BatchNorm statistics are not updated by adversarial batches.
+                model.eval()
+                x = pgd_perturb(model, x, y, threat, steps=steps, generator=gen)
+                model.train()
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        bar.set_postfix(loss=loss.item())
+    return model.eval()
+
+
+def train_recipe(recipe: Any, train: DataSplit) -> nn.Module:
+    """Default zoo builder: build ``recipe.architecture`` and train it with ``recipe.params``."""
+    from robustbench_local.zoo.architectures import build
+
+    torch.manual_seed(recipe.seed)
+    model = build(recipe.architecture, train.input_shape, train.num_classes)
+    params = dict(recipe.params)
+    params.pop("n_train", None)
+    params.pop("size", None)
+    return train_classifier(model, train, seed=recipe.seed, **params)
