@@ -30,10 +30,14 @@ class EvasionAttack(ABC):
     name: str = "attack"
     norms: tuple[str, ...] = ("Linf", "L2")
 
-    def check(self, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> None:
-        """Reject inputs and threat models this attack cannot take, with a clear message."""
+    def check_threat(self, threat: ThreatModel) -> None:
+        """Reject a threat model this attack cannot work in, with a clear message."""
         if threat.norm.value not in self.norms:
             raise AttackError(f"{self.name} supports norms {list(self.norms)}, not {threat.norm.value}")
+
+    def check(self, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> None:
+        """Reject inputs and threat models this attack cannot take, with a clear message."""
+        self.check_threat(threat)
         if x.ndim != 4:
             raise AttackError(f"{self.name}: inputs must be (N, C, H, W), got shape {tuple(x.shape)}")
         if y.shape != (x.shape[0],):

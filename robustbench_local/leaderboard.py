@@ -6,7 +6,6 @@ import html
 import io
 import json
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 
 from robustbench_local.results import ResultsStore
 
@@ -165,8 +164,9 @@ def to_html(entries: list[Entry]) -> str:
 def _eps_string(eps: float | None) -> str | None:
     if eps is None:
         return None
-    frac = Fraction(eps).limit_denominator(255)
-    return f"{frac.numerator}/{frac.denominator}" if abs(float(frac) - eps) < 1e-9 and frac.denominator > 1 else f"{eps:g}"
+    # RobustBench writes budgets like 8/255 as fractions; short decimals (0.1, 0.5) stay decimals.
+    short, k = f"{eps:g}", eps * 255
+    return f"{round(k)}/255" if len(short) > 5 and abs(k - round(k)) < 1e-6 else short
 
 
 def to_robustbench_json(entry: Entry) -> str:

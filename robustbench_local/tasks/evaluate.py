@@ -24,6 +24,7 @@ def build_attacks(cfg: DictConfig, threat: ThreatModel) -> dict[str, EvasionAtta
         attack = instantiate(spec, name=name)
         if not isinstance(attack, EvasionAttack):
             raise ConfigError(f"attack.attacks.{name} built a {type(attack).__name__}, not an EvasionAttack")
+        attack.check_threat(threat)
         attacks[name] = attack
     return attacks
 

@@ -1,0 +1,46 @@
+"""Results database: idempotent writes, filters, and no lost rows under concurrent writer processes."""
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from robustbench_local.results import ResultRow, ResultsStore
+
+
+def _row(i: int, acc: float = 0.5, **kw) -> ResultRow:
+    return ResultRow(kind="evasion", dataset="digits", model=f"m{i}", attack="pgd", threat_model="Linf", eps=0.1,
+                     metrics={"clean_acc": 0.9, "robust_acc": acc}, config={"i": i}, **kw)
+
+
+def test_writes_are_idempotent_by_config_hash(tmp_path):
+    store = ResultsStore(f"sqlite:///{tmp_path}/r.db")
+    key = store.record(_row(1, 0.5))
+    assert store.record(_row(1, 0.4)) == key  # same config: replaces, never duplicates
+    store.record(_row(2))
+    rows = store.rows(dataset="digits")
+    assert len(rows) == 2
+    assert [r["metrics"]["robust_acc"] for r in rows if r["model"] == "m1"] == [0.4]
+    assert rows[0]["versions"]["torch"].startswith("2.13")
+    assert store.rows(model="m2")[0]["config"] == {"i": 2}
+    with pytest.raises(KeyError, match="unknown results column"):
+        store.rows(colour="red")
+
+
+def _writer(url: str, worker: int, n: int) -> None:
+    store = ResultsStore(url)
+    for j in range(n):
+        store.record(_row(worker * 1000 + j))
+    store.close()
+
+
+def test_concurrent_processes_lose_no_rows(tmp_path):
+    url = f"sqlite:///{tmp_path}/concurrent.db"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, w, 40)) for w in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(ResultsStore(url).rows()) == 6 * 40
