@@ -56,6 +56,11 @@ def run_task(cfg: DictConfig) -> list[ResultRow]:
                 print(_summary(row))
         finally:
             store.close()
+    if cfg.task.get("print_leaderboard"):
+        from robustbench_local.tasks.leaderboard import render
+
+        print(f"\nLeaderboard ({cfg.dataset.name}, {cfg.threat.norm}) from {cfg.results.url}:")
+        render(cfg, cfg.dataset.name, str(cfg.threat.norm))
     return rows
 
 

@@ -19,7 +19,7 @@ def _write(path_value: object, text: str) -> None:
 
 
 def render(cfg: DictConfig, dataset: str | None, threat_model: str | None) -> str:
-    """Print the markdown leaderboard for the filters and write the configured CSV/HTML/JSON files."""
+    """Print the markdown leaderboard for the filters and write the CSV/HTML/JSON files ``cfg.task`` names."""
     task = cfg.task
     store = ResultsStore(cfg.results.url)
     try:
