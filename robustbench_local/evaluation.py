@@ -138,7 +138,7 @@ def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAtt
     for name, attack in attacks.items():
         outcome = state.outcome(name, len(data))
         todo = [b for b in range(n_batches) if b not in outcome.done_batches]
-        for b in tqdm(todo, desc=name, disable=not progress or not todo, leave=False):
+        for b in tqdm(todo, desc=name, disable=None if progress and todo else True, leave=False):
             idx = torch.arange(b * batch_size, min((b + 1) * batch_size, len(data)))
             idx = idx[torch.tensor([clean[i] for i in idx.tolist()], dtype=torch.bool)]
             for i in range(b * batch_size, min((b + 1) * batch_size, len(data))):

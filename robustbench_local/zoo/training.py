@@ -92,7 +92,7 @@ def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: flo
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
              if schedule == "onecycle" else None)
     flip = train.x.shape[1] == 3
-    bar = tqdm(range(epochs), desc=f"train {train.name}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=f"train {train.name}", disable=None if progress else True, leave=False)  # None: off when not a terminal
     for epoch in bar:
         model.train()
         for x, y in train.loader(batch_size, shuffle=True, seed=seed * 1000 + epoch):
