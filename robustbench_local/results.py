@@ -106,7 +106,14 @@ class ResultsStore:
         self.url = url
         self.retries = retries
         self.engine = self._make_engine(url)
-        self._retry(lambda: _metadata.create_all(self.engine, checkfirst=True))
+        self._retry(self._create_schema)
+
+    def _create_schema(self) -> None:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Concurrent CREATE TABLE IF NOT EXISTS races in PostgreSQL; serialise it across jobs.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
+            _metadata.create_all(conn, checkfirst=True)
 
     @staticmethod
     def _make_engine(url: str) -> Engine:
