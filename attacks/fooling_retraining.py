@@ -1,0 +1,156 @@
+"""The retraining experiment of Nguyen et al.: does an extra "fooling" class stop fooling images?
+
+Round 0 evolves fooling images against the given C-class model (DNN_1). Round i >= 1 trains
+DNN_{i+1} from scratch on the real training data plus every fooling image found so far, labelled
+as class C ("fooling"), then evolves again against DNN_{i+1} for the C real classes (fitness is
+the real class's probability under the (C+1)-way softmax). Per round we report the fooling
+confidence reached, the new model's clean accuracy and how many earlier fooling images it rejects.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.black_box import ProbabilityOracle
+from attacks.fooling_map_elites import Encoding, MapElitesConfig, map_elites_fooling
+from attacks.fooling_result import FoolingResult
+from robustbench_local.data import DataSplit
+from attacks.base import AttackError
+
+BuildFn = Callable[[int], nn.Module]                   # num_classes -> untrained model
+TrainFn = Callable[[nn.Module, DataSplit, int], nn.Module]   # (model, data, seed) -> trained model
+
+
+@dataclass
+class RetrainingConfig:
+    """How many rounds, how many evolutionary runs feed each round's fooling class."""
+
+    rounds: int = 2                  # retrained models after the original (DNN_2 .. DNN_{rounds+1})
+    runs_per_round: int = 3          # independent MAP-Elites runs per round; each gives <= C images
+    balance: bool = True             # repeat fooling images up to the mean real-class size
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.runs_per_round < 1:
+            raise AttackError(f"rounds and runs_per_round must be >= 1, got {self.rounds}, {self.runs_per_round}")
+
+
+@dataclass
+class RetrainingRound:
+    """Numbers of one round: the model it attacked and what evolution reached against it."""
+
+    round: int
+    num_fooling_train: int           # distinct fooling images in this model's training set
+    clean_accuracy: float            # on the real test split (arg-max over all outputs)
+    rejected_previous: float | None  # share of all earlier fooling images labelled "fooling"
+    result: FoolingResult            # best run of this round (highest minimum confidence)
+    run_min_confidence: list[float] = field(default_factory=list)
+    evaluations: int = 0
+    time_s: float = 0.0
+
+    def to_metrics(self) -> dict:
+        """JSON summary of the round."""
+        m = self.result.to_metrics()
+        return {"round": self.round, "num_fooling_train": self.num_fooling_train,
+                "clean_accuracy": self.clean_accuracy, "rejected_previous": self.rejected_previous,
+                "confidence": m["confidence"], "min_confidence": m["min_confidence"],
+                "median_confidence": m["median_confidence"], "classes_at_0.99": m["classes_at_0.99"],
+                "classes_at_0.9999": m["classes_at_0.9999"], "run_min_confidence": self.run_min_confidence,
+                "round_evaluations": self.evaluations, "round_time_s": round(self.time_s, 3)}
+
+
+def _clean_accuracy(model: nn.Module, test: DataSplit) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model(x).argmax(1) for x, _ in test.loader(512)])
+    return float((pred == test.y).float().mean())
+
+
+def _distinct(images: torch.Tensor) -> torch.Tensor:
+    """Drop repeated images (one genome may hold several cells)."""
+    flat = images.flatten(1)
+    keep = [i for i in range(len(flat)) if not any(torch.equal(flat[i], flat[j]) for j in range(i))]
+    return images[keep]
+
+
+def with_fooling_class(train: DataSplit, fooling: torch.Tensor, balance: bool, seed: int) -> DataSplit:
+    """Training split with the fooling images appended as class C (optionally repeated to balance)."""
+    if fooling.shape[1:] != train.x.shape[1:]:
+        raise AttackError(f"fooling images have shape {tuple(fooling.shape[1:])}, data {tuple(train.x.shape[1:])}")
+    c = train.num_classes
+    extra = fooling
+    if balance:
+        target = max(len(fooling), len(train) // c)
+        idx = np.random.default_rng(seed).permutation(np.resize(np.arange(len(fooling)), target))
+        extra = fooling[torch.from_numpy(idx)]
+    x = torch.cat([train.x, extra])
+    y = torch.cat([train.y, torch.full((len(extra),), c, dtype=torch.long)])
+    return DataSplit(x, y, c + 1, train.name, f"{train.split}+fooling", tuple(train.class_names) + ("fooling",))
+
+
+def _evolve_round(model: nn.Module, num_real: int, encoding: Encoding, me_config: MapElitesConfig,
+                  runs: int, seed: int) -> tuple[list[FoolingResult], int]:
+    oracle = ProbabilityOracle(model)
+    # Cells exist only for the real classes; their probabilities still come from the full softmax.
+    real_only = lambda x: oracle(x)[:, :num_real]  # noqa: E731
+    results = [map_elites_fooling(real_only, encoding, num_real, me_config, seed=seed + r) for r in range(runs)]
+    return results, oracle.queries
+
+
+def retraining_experiment(model: nn.Module, train: DataSplit, test: DataSplit, encoding: Encoding,
+                          build_fn: BuildFn, train_fn: TrainFn, me_config: MapElitesConfig | None = None,
+                          config: RetrainingConfig | None = None, seed: int = 0,
+                          log: Callable[[str], None] | None = None) -> list[RetrainingRound]:
+    """Run round 0 on `model`, then `config.rounds` retrain-and-evolve rounds; returns every round."""
+    me_config = me_config or MapElitesConfig()
+    config = config or RetrainingConfig()
+    num_real = train.num_classes
+    rounds: list[RetrainingRound] = []
+    pool = torch.empty((0, *train.x.shape[1:]))
+    current, accuracy, rejected = model.eval(), _clean_accuracy(model, test), None
+    for i in range(config.rounds + 1):
+        start = time.perf_counter()
+        if i > 0:
+            data = with_fooling_class(train, pool, config.balance, seed + i)
+            torch.manual_seed(seed + i)
+            current = train_fn(build_fn(num_real + 1), data, seed + i).eval()
+            accuracy = _clean_accuracy(current, test)
+            with torch.no_grad():
+                rejected = float((current(pool).argmax(1) == num_real).float().mean())
+        results, queries = _evolve_round(current, num_real, encoding, me_config, config.runs_per_round,
+                                         seed + 1000 * i)
+        best = max(results, key=lambda r: float(r.confidence.min()))
+        rounds.append(RetrainingRound(
+            round=i, num_fooling_train=len(pool), clean_accuracy=accuracy, rejected_previous=rejected,
+            result=best, run_min_confidence=[float(r.confidence.min()) for r in results],
+            evaluations=queries, time_s=time.perf_counter() - start))
+        if log:
+            log(f"retraining round {i}: {rounds[-1].to_metrics()}")
+        pool = torch.cat([pool, *[_distinct(r.images) for r in results]])
+    return rounds
+
+
+def recipe_trainer(model_name: str, dataset: str, input_shape: tuple[int, int, int],
+                   epochs: int | None = None) -> tuple[BuildFn, TrainFn]:
+    """Build/train callables that reproduce a zoo recipe's architecture and training with C+1 outputs."""
+    from robustbench_local.zoo import get_recipe
+    from robustbench_local.zoo.architectures import build
+    from robustbench_local.zoo.training import train_classifier
+
+    recipe = get_recipe(model_name, dataset)
+    if recipe.params.get("adversarial"):
+        raise AttackError(f"retraining reproduces plain (ERM) recipes only; {model_name!r} is adversarially trained")
+    params = {k: v for k, v in recipe.params.items() if k not in ("n_train", "size")}
+    if epochs is not None:
+        params["epochs"] = int(epochs)
+
+    def build_fn(num_classes: int) -> nn.Module:
+        return build(recipe.architecture, tuple(input_shape), num_classes)
+
+    def train_fn(model: nn.Module, data: DataSplit, seed: int) -> nn.Module:
+        return train_classifier(model, data, seed=seed, progress=False, **params)
+
+    return build_fn, train_fn

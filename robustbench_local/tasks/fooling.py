@@ -1,0 +1,192 @@
+"""Fooling-image tasks (Nguyen, Yosinski & Clune, CVPR 2015): MAP-Elites, gradient ascent, retraining.
+
+`cfg.task.method` picks the search: `map_elites` (encoding `direct` or `cppn`, black-box through a
+query-counting ProbabilityOracle), `gradient_ascent` (white-box) or `retraining` (extra "fooling"
+class, retrain, evolve again). Rows have kind="fooling"; a PNG grid of the best image per class
+(with its confidence) and an .npz of the images are written to the run directory.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from attacks.black_box import ProbabilityOracle  # noqa: E402
+from attacks.fooling_cppn import CPPNEncoding, CPPNMutationRates  # noqa: E402
+from attacks.fooling_direct_encoding import DirectEncoding  # noqa: E402
+from attacks.fooling_gradient_ascent import GradientAscentConfig, gradient_ascent_fooling  # noqa: E402
+from attacks.fooling_map_elites import Encoding, MapElitesConfig, map_elites_fooling  # noqa: E402
+from attacks.fooling_result import (FoolingResult, nearest_same_class_distance,  # noqa: E402
+                                    real_nearest_neighbour_distance)
+from attacks.fooling_retraining import RetrainingConfig, recipe_trainer, retraining_experiment  # noqa: E402
+from robustbench_local.results import ResultRow  # noqa: E402
+from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
+
+METHODS = ("map_elites", "gradient_ascent", "retraining")
+
+
+def save_fooling_grid(result: FoolingResult, path: Path, class_names: tuple[str, ...], title: str) -> Path:
+    """PNG grid: the best image of every target class, titled with its class and confidence."""
+    n = len(result.classes)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.3 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, (c, img) in enumerate(zip(result.classes, result.images)):
+        ax = axes.ravel()[k]
+        arr = img.detach().cpu().numpy()
+        if arr.shape[0] == 1:
+            ax.imshow(arr[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(np.transpose(arr, (1, 2, 0)).clip(0, 1), interpolation="nearest")
+        name = class_names[c] if c < len(class_names) else str(c)
+        ax.set_title(f"{name}: {100 * float(result.confidence[k]):.4f}%", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _section(t: DictConfig, key: str) -> dict:
+    """`task.<key>` as a plain dict ({} when absent)."""
+    value = t.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, DictConfig):
+        raise ConfigError(f"task.{key} must be a mapping, got {value!r}")
+    return OmegaConf.to_container(value, resolve=True)
+
+
+def _thresholds(t: DictConfig) -> tuple[float, ...]:
+    return tuple(float(v) for v in t.get("thresholds", (0.99, 0.999, 0.9999)))
+
+
+def build_encoding(t: DictConfig, image_shape: tuple[int, int, int]) -> Encoding:
+    """Direct or CPPN encoding from the task config (CPPN colour follows the data's channels)."""
+    kind = t.get("encoding", "direct")
+    if kind == "direct":
+        return DirectEncoding(image_shape, float(t.get("mutation_rate", 0.1)), float(t.get("eta_m", 15.0)),
+                              float(t.get("eta_c", 10.0)))
+    if kind == "cppn":
+        try:
+            rates = CPPNMutationRates(**_section(t, "cppn_rates"))
+        except TypeError as err:
+            raise ConfigError(f"task.cppn_rates: {err}") from None
+        return CPPNEncoding(image_shape, rates)
+    raise ConfigError(f"task.encoding must be 'direct' or 'cppn', got {kind!r}")
+
+
+def map_elites_config(t: DictConfig) -> MapElitesConfig:
+    """MapElitesConfig from `task.map_elites` (unknown keys are a config error)."""
+    me = _section(t, "map_elites")
+    try:
+        return MapElitesConfig(**me, thresholds=_thresholds(t), log_every=int(t.get("log_every", 0)))
+    except TypeError as err:
+        raise ConfigError(f"task.map_elites: {err}") from None
+
+
+def per_class_table(metrics: dict, classes: tuple[int, ...], class_names: tuple[str, ...], title: str) -> str:
+    """Plain-text table: per class the confidence, evaluations/steps/seconds to each threshold, NN distance."""
+    ts = [k[len("evaluations_to_"):] for k in metrics if k.startswith("evaluations_to_")]
+    head = f"{'class':>8} {'confidence':>12} " + " ".join(f"{'evals@' + t:>12} {'s@' + t:>9}" for t in ts)
+    lines = [title, head + f" {'nn_dist':>8} {'real_nn':>8}"]
+    for k, (c, conf) in enumerate(zip(classes, metrics["confidence"])):
+        name = class_names[c] if c < len(class_names) else str(c)
+        seconds = [metrics["time_to_" + t][k] for t in ts]
+        cells = " ".join(f"{metrics['evaluations_to_' + t][k]:>12} {'-' if s is None else format(s, '.2f'):>9}"
+                         for t, s in zip(ts, seconds))
+        lines.append(f"{name:>8} {100 * conf:>11.4f}% {cells} {metrics['nn_distance_same_class'][k]:>8.2f} "
+                     f"{metrics['real_nn_distance_median'][c]:>8.2f}")
+    lines.append(f"evaluations={metrics['evaluations']} steps={metrics['steps']} time_s={metrics['time_s']:.2f}")
+    return "\n".join(lines)
+
+
+def _describe(result: FoolingResult, ctx: TaskContext, test, name: str, class_names) -> dict:
+    metrics = result.to_metrics()
+    metrics["nn_distance_same_class"] = [round(d, 4) for d in
+                                         nearest_same_class_distance(result.images, result.classes, test.x, test.y)]
+    metrics["real_nn_distance_median"] = [round(d, 4) for d in
+                                          real_nearest_neighbour_distance(test.x, test.y, test.num_classes)]
+    png = save_fooling_grid(result, ctx.output_dir / f"{name}.png", class_names,
+                            f"{name}: min confidence {100 * metrics['min_confidence']:.4f}%")
+    np.savez_compressed(ctx.output_dir / f"{name}.npz", images=result.images.numpy(),
+                        confidence=result.confidence.numpy(), classes=np.array(result.classes))
+    metrics["grid_png"] = str(png)
+    metrics.pop("classes", None)
+    metrics["history"] = result.history[-1:] if result.history else []
+    print(per_class_table(metrics, result.classes, class_names, f"{name} on {test.name}"))
+    return metrics
+
+
+def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
+    """Run the fooling-image search configured in `cfg.task` and return one row per result."""
+    t = cfg.task
+    method = t.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"task.method must be one of {METHODS}, got {method!r}")
+    test = ctx.load_data("test")
+    model = ctx.load_model()
+    shape = tuple(test.x.shape[1:])
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    base = {"task": OmegaConf.to_container(t, resolve=True), "dataset": cfg.dataset.name,
+            "model": cfg.model.name, "seed": ctx.seed}
+    row = dict(kind="fooling", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
+               seed=ctx.seed)
+    start = time.perf_counter()
+
+    if method == "gradient_ascent":
+        ga = _section(t, "gradient_ascent")
+        center_kind = ga.pop("center", "mean")
+        try:
+            ga_config = GradientAscentConfig(**ga, thresholds=_thresholds(t))
+        except TypeError as err:
+            raise ConfigError(f"task.gradient_ascent: {err}") from None
+        if center_kind == "mean":
+            center = ctx.load_data("train").x.mean(dim=0)     # reference: decay toward the mean image
+        elif isinstance(center_kind, (int, float)):
+            center = torch.full(shape, float(center_kind))
+        else:
+            raise ConfigError(f"task.gradient_ascent.center must be 'mean' or a grey level, got {center_kind!r}")
+        result = gradient_ascent_fooling(model, test.num_classes, shape, ga_config, seed=ctx.seed, center=center)
+        name = result.method
+        metrics = _describe(result, ctx, test, name, test.class_names)
+        return [ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)]
+
+    encoding = build_encoding(t, shape)
+    me_config = map_elites_config(t)
+    log = print if t.get("log_every", 0) else None
+    if method == "map_elites":
+        oracle = ProbabilityOracle(model, batch_size=ctx.batch_size)
+        result = map_elites_fooling(oracle, encoding, test.num_classes, me_config, seed=ctx.seed)
+        name = result.method
+        metrics = _describe(result, ctx, test, name, test.class_names)
+        metrics["oracle_queries"] = oracle.queries
+        return [ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)]
+
+    rt = _section(t, "retraining")
+    epochs = rt.pop("epochs", None)
+    try:
+        rt_config = RetrainingConfig(**rt)
+    except TypeError as err:
+        raise ConfigError(f"task.retraining: {err}") from None
+    build_fn, train_fn = recipe_trainer(cfg.model.name, cfg.dataset.name, shape, epochs)
+    rounds = retraining_experiment(model, ctx.load_data("train"), test, encoding, build_fn, train_fn,
+                                   me_config, rt_config, seed=ctx.seed, log=log)
+    rows = []
+    for r in rounds:
+        name = f"retraining_{r.result.method}"
+        metrics = _describe(r.result, ctx, test, f"{name}_round{r.round}", test.class_names)
+        metrics.update({k: v for k, v in r.to_metrics().items() if k not in ("confidence",)})
+        rows.append(ResultRow(attack=name, metrics=metrics, config={**base, "round": r.round},
+                              time_s=r.time_s, **row))
+    return rows
