@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -106,51 +108,110 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
         return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)])
 
 
-def _run_batch(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-               outcome: AttackOutcome, indices: torch.Tensor) -> None:
+@dataclass
+class _BatchResult:
+    """One attack's verdicts on one batch, re-measured by the harness."""
+
+    indices: list[int]
+    robust: list[bool]
+    distance: list[float | None]
+    queries: list[int | None]
+    rejected: int
+    time_s: float
+
+
+def _attack_batch(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+                  indices: list[int], seed: int) -> _BatchResult:
+    # Seeded per (attack, batch) so a resumed or parallel run reproduces the sequential one.
+    torch.manual_seed(seed)
+    start = time.perf_counter()
     result = attack(model, x, y, threat)
+    elapsed = time.perf_counter() - start
     x_adv = torch.nan_to_num(result.x_adv.detach().float(), nan=-1.0)  # NaN rows fail containment below
     inside = threat.contains(x, x_adv)
     with torch.no_grad():
         fooled = model(x_adv.clamp(0, 1)).argmax(dim=1) != y
     # Never trust an attack's own claim: success is re-measured, outside-the-ball outputs are failures.
     success = fooled & inside
-    outcome.rejected += int((~inside).sum())
     distance = threat.distance(x, x_adv)
-    for j, i in enumerate(indices.tolist()):
-        outcome.robust[i] = not bool(success[j])
-        outcome.distance[i] = float(distance[j]) if success[j] else None
-        if result.queries is not None:
-            outcome.queries[i] = int(result.queries[j])
+    queries = [int(q) for q in result.queries] if result.queries is not None else [None] * len(indices)
+    return _BatchResult(indices, [not bool(s) for s in success],
+                        [float(d) if s else None for d, s in zip(distance, success)], queries,
+                        int((~inside).sum()), elapsed)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _apply(outcome: AttackOutcome, batch: int, result: _BatchResult) -> None:
+    for j, i in enumerate(result.indices):
+        outcome.robust[i] = result.robust[j]
+        outcome.distance[i] = result.distance[j]
+        outcome.queries[i] = result.queries[j]
+    outcome.rejected += result.rejected
+    outcome.time_s += result.time_s
+    outcome.done_batches.append(batch)
 
 
 def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAttack], threat: ThreatModel, *,
              batch_size: int = 500, seed: int = 0, state_path: Path | None = None, state_key: str = "",
-             progress: bool = True) -> EvaluationReport:
-    """Run every attack on the clean-correct points of ``data``; resumes from ``state_path`` if present."""
+             progress: bool = True, workers: int = 1) -> EvaluationReport:
+    """Run every attack on the clean-correct points of ``data``; resumes from ``state_path`` if present.
+
+    With ``workers > 1`` batches run in that many spawned processes (one torch thread each); the
+    numbers are the same as a sequential run because every (attack, batch) is seeded on its own.
+    """
     check_classifier(model, data.x, data.num_classes)
-    for name, attack in attacks.items():
+    for attack in attacks.values():
         attack.check(data.x[:1], data.y[:1], threat)
     clean = (_predict(model, data.x, batch_size) == data.y).tolist()
     state = _State(state_path, state_key)
     n_batches = -(-len(data) // batch_size)
     report = EvaluationReport(clean, {})
-    for name, attack in attacks.items():
-        outcome = state.outcome(name, len(data))
-        todo = [b for b in range(n_batches) if b not in outcome.done_batches]
-        for b in tqdm(todo, desc=name, disable=None if progress and todo else True, leave=False):
-            idx = torch.arange(b * batch_size, min((b + 1) * batch_size, len(data)))
-            idx = idx[torch.tensor([clean[i] for i in idx.tolist()], dtype=torch.bool)]
-            for i in range(b * batch_size, min((b + 1) * batch_size, len(data))):
-                if not clean[i]:
-                    outcome.robust[i] = False
-            if len(idx):
-                # Seeded per (attack, batch) so a resumed run reproduces the uninterrupted one.
-                torch.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()) + b)
-                start = time.perf_counter()
-                _run_batch(model, attack, data.x[idx], data.y[idx], threat, outcome, idx)
-                outcome.time_s += time.perf_counter() - start
-            outcome.done_batches.append(b)
-            state.save(name, outcome)
-        report.attacks[name] = outcome
+    pool = None
+    if workers > 1 and n_batches > 1:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(1,))
+    try:
+        for name, attack in attacks.items():
+            report.attacks[name] = _run_attack(model, data, name, attack, threat, clean, state, n_batches,
+                                               batch_size, seed, progress, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return report
+
+
+def _run_attack(model: nn.Module, data: DataSplit, name: str, attack: EvasionAttack, threat: ThreatModel,
+                clean: list[bool], state: _State, n_batches: int, batch_size: int, seed: int, progress: bool,
+                pool: ProcessPoolExecutor | None) -> AttackOutcome:
+    outcome = state.outcome(name, len(data))
+    todo = [b for b in range(n_batches) if b not in outcome.done_batches]
+    bar = tqdm(total=len(todo), desc=name, disable=None if progress and todo else True, leave=False)
+    jobs = {}
+    for b in todo:
+        rows = range(b * batch_size, min((b + 1) * batch_size, len(data)))
+        for i in rows:
+            if not clean[i]:
+                outcome.robust[i] = False
+        idx = [i for i in rows if clean[i]]
+        if not idx:
+            _apply(outcome, b, _BatchResult([], [], [], [], 0, 0.0))
+            state.save(name, outcome)
+            bar.update()
+            continue
+        args = (model, attack, data.x[idx], data.y[idx], threat, idx, seed * 1_000_003 + zlib.crc32(name.encode()) + b)
+        if pool is None:
+            _apply(outcome, b, _attack_batch(*args))
+            state.save(name, outcome)
+            bar.update()
+        else:
+            jobs[pool.submit(_attack_batch, *args)] = b
+    for future in as_completed(jobs):
+        # Saved as each batch lands, so an interruption loses at most the batches still running.
+        _apply(outcome, jobs[future], future.result())
+        state.save(name, outcome)
+        bar.update()
+    bar.close()
+    return outcome

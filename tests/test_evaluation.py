@@ -93,3 +93,16 @@ def test_sanity_checks_stop_bad_models_before_any_attack():
     with pytest.raises(ModelCheckError, match=r"\(N, classes\)"):
         evaluate(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval(), data, {"a": attack}, threat, progress=False)
     assert attack.calls == 0
+
+
+def test_parallel_workers_give_the_sequential_numbers(tmp_path):
+    data, ids = _data(12)
+    model = ThresholdModel().eval()
+    threat = ThreatModel("Linf", 0.1)
+    attacks = {"a": ShiftAttack("a", ids[::2]), "b": ShiftAttack("b", ids[1:4])}
+    sequential = evaluate(model, data, attacks, threat, batch_size=3, progress=False)
+    parallel = evaluate(model, data, attacks, threat, batch_size=3, progress=False, workers=2,
+                        state_path=tmp_path / "s.json", state_key="p")
+    assert parallel.worst_case == sequential.worst_case
+    assert {n: o.robust for n, o in parallel.attacks.items()} == {n: o.robust for n, o in sequential.attacks.items()}
+    assert sorted(parallel.attacks["a"].done_batches) == [0, 1, 2, 3]

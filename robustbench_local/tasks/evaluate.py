@@ -42,7 +42,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     state_path = Path(cfg.results.state_dir) / f"{key}.json"
     start = time.perf_counter()
     report = evaluate(model, data, attacks, threat, batch_size=cfg.batch_size, seed=cfg.seed,
-                      state_path=state_path, state_key=key, progress=cfg.progress)
+                      state_path=state_path, state_key=key, progress=cfg.progress, workers=int(cfg.get("workers", 1)))
     metrics = report.metrics()
     metrics["masks"] = {name: "".join("1" if r else "0" for r in o.robust) for name, o in report.attacks.items()}
     metrics["clean_mask"] = "".join("1" if c else "0" for c in report.clean)
