@@ -1,0 +1,52 @@
+"""Figure for the feature-guided attack: original (with SIFT keypoints), adversarial, and changed pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def _show(img: torch.Tensor) -> np.ndarray:
+    arr = img.detach().cpu().numpy()
+    return arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+
+
+def save_examples_figure(x: torch.Tensor, x_adv: torch.Tensor, labels: Sequence[int], adv_labels: Sequence[int],
+                         path: str | Path, keypoints: Sequence[Sequence] | None = None,
+                         class_names: Sequence[str] | None = None) -> Path:
+    """One row per example: original (+ keypoints), adversarial, changed pixels (red = raised, blue = lowered)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x.shape != x_adv.shape or x.ndim != 4:
+        raise ValueError(f"x and x_adv must both be (N, C, H, W), got {tuple(x.shape)} and {tuple(x_adv.shape)}")
+    n = x.shape[0]
+    name = (lambda c: class_names[c]) if class_names else str
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
+    for i in range(n):
+        grey = x.shape[1] == 1
+        axes[i, 0].imshow(_show(x[i]), cmap="gray" if grey else None, vmin=0, vmax=1)
+        if keypoints is not None and keypoints[i]:
+            axes[i, 0].scatter([k.col for k in keypoints[i]], [k.row for k in keypoints[i]], s=14,
+                               facecolors="none", edgecolors="lime", linewidths=0.8)
+        axes[i, 0].set_title(f"original: {name(int(labels[i]))}", fontsize=8)
+        axes[i, 1].imshow(_show(x_adv[i]), cmap="gray" if grey else None, vmin=0, vmax=1)
+        axes[i, 1].set_title(f"adversarial: {name(int(adv_labels[i]))}", fontsize=8)
+        diff = (x_adv[i] - x[i]).sum(dim=0).detach().cpu().numpy()
+        changed = int(((x_adv[i] - x[i]).abs() > 1e-6).any(dim=0).sum())
+        lim = max(float(np.abs(diff).max()), 1e-6)
+        axes[i, 2].imshow(diff, cmap="coolwarm", vmin=-lim, vmax=lim)
+        axes[i, 2].set_title(f"changed pixels: {changed}", fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
