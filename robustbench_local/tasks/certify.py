@@ -1,0 +1,92 @@
+"""Certify a zoo model on N test points at an eps with ``verify``: certified accuracy into the results store.
+
+A point counts as certified only if it is classified correctly and the verifier proves the
+whole threat ball keeps that class (``holds``). Misclassified points are ``violated`` (the
+clean input is its own counterexample); a ``violated`` answer always carries an input that
+the torch model itself (float32) misclassifies inside the ball, otherwise it is counted
+``unknown``. Points run in parallel processes (``task.workers``), each with ``task.timeout``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from robustbench_local.results import ResultRow
+from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.threat import ThreatModel
+from verify.parallel import run_parallel
+from verify.spec import local_robustness
+from verify.torch_import import from_torch
+from verify.verifier import verify
+
+
+def _certify_point(net, x: np.ndarray, label: int, eps: float, norm: str, timeout: float, method: str, seed: int):
+    prop = local_robustness(x, label, eps, net.output_dim, norm)
+    v = verify(net, prop, timeout=timeout, method=method, seed=seed)
+    return v.status, v.counterexample, v.reason, v.time_s
+
+
+def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, timeout: float = 30.0,
+            method: str = "auto", workers: int = 2, seed: int = 0) -> dict:
+    """Verify local robustness of ``model`` at every ``(x_i, y_i)``; returns counts, statuses and times."""
+    if threat.norm.value not in ("Linf", "L2"):
+        raise ConfigError(f"certify supports threat.norm Linf or L2, got {threat.norm.value}")
+    if threat.eps is None or threat.eps < 0:
+        raise ConfigError("certify needs a non-negative threat.eps")
+    net = from_torch(model, tuple(x.shape[1:]))
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    statuses = ["violated"] * len(x)
+    reasons = [""] * len(x)
+    jobs, where = [], []
+    for i in range(len(x)):
+        if int(pred[i]) != int(y[i]):
+            reasons[i] = "misclassified"
+            continue
+        jobs.append((net, x[i].double().numpy().reshape(-1), int(y[i]), float(threat.eps), threat.norm.value,
+                     timeout, method, seed + i))
+        where.append(i)
+    times = [0.0] * len(x)
+    for i, (st, val) in zip(where, run_parallel(_certify_point, jobs, workers=workers, hard_timeout=timeout + 60)):
+        if st != "ok":
+            statuses[i], reasons[i] = "unknown", str(val)
+            continue
+        status, cex, reason, t = val
+        times[i] = t
+        if status == "violated":
+            xc = torch.from_numpy(np.asarray(cex)).float().reshape(1, *x.shape[1:])
+            inside = bool(threat.contains(x[i:i + 1], xc, tol=1e-5)[0])
+            with torch.no_grad():
+                wrong = int(model(xc).argmax(1)[0]) != int(y[i])
+            if not (inside and wrong):
+                status, reason = "unknown", "counterexample not confirmed by the float32 torch model"
+        statuses[i], reasons[i] = status, reason
+    n = len(x)
+    counts = {s: statuses.count(s) for s in ("holds", "violated", "unknown")}
+    return {"certified_acc": counts["holds"] / max(n, 1), "n": n, **counts,
+            "clean_acc": float((pred == y).float().mean()), "statuses": "".join(s[0] for s in statuses),
+            "reasons": {str(i): r for i, r in enumerate(reasons) if r and statuses[i] == "unknown"},
+            "mean_time_s": float(np.mean([t for t in times if t > 0])) if any(times) else 0.0}
+
+
+def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
+    """Certify ``cfg.model`` on the first ``task.n`` (default ``dataset.n_test``) test points at ``cfg.threat``."""
+    tc = cfg.task
+    threat = ThreatModel(cfg.threat.norm, cfg.threat.eps)
+    n = tc.get("n") if tc.get("n") is not None else cfg.dataset.get("n_test")
+    data = ctx.load_data("test", n=n)
+    model = ctx.load_model().float().eval()
+    start = time.perf_counter()
+    metrics = certify(model, data.x, data.y, threat, timeout=float(tc.get("timeout", 30)),
+                      method=str(tc.get("method", "auto")), workers=int(tc.get("workers", 2)), seed=int(cfg.seed))
+    config = {"dataset": OmegaConf.to_container(cfg.dataset), "model": OmegaConf.to_container(cfg.model),
+              "defense": OmegaConf.to_container(cfg.defense), "threat": OmegaConf.to_container(cfg.threat),
+              "task": OmegaConf.to_container(tc), "seed": cfg.seed}
+    print(f"certified {metrics['holds']}/{metrics['n']} (violated {metrics['violated']}, unknown {metrics['unknown']}) "
+          f"at {threat.norm.value} eps={threat.eps}")
+    return [ResultRow(kind="certification", dataset=cfg.dataset.name, model=cfg.model.name, attack="verify",
+                      metrics=metrics, config=config, defense=ctx.defense_name, threat_model=threat.norm.value,
+                      eps=threat.eps, seed=cfg.seed, time_s=time.perf_counter() - start)]
