@@ -1,0 +1,264 @@
+"""DVERGE training (Yang et al., NeurIPS 2020): diversify the sub-models' vulnerabilities by cross-training.
+
+Per epoch one feature layer is drawn at random (re-sampled *every* epoch: sampling it once broke the
+TRS port, see seeds.md 6e). Per batch, for every sub-model j the distilled image x'_j (source image
+carrying the target image's layer features for model j, ``feature_distillation.distill_features``) is
+built *before* any update; then every model i is trained on the other models' x'_j with the source
+labels: L_i = coeff * sum_{j != i} CE(f_i(x'_j), y_s) [+ CE(f_i(x_s), y_s) for DVERGE+]
+[+ CE(f_i(PGD_i(x_s)), y_s) for DVERGE+AdvT]. The reference is zjysteven/DVERGE ``train/train_dverge.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defenses.ensemble import Ensemble
+from defenses.feature_distillation import distill_features, feature_layers
+from robustbench_local.zoo.training import augment_batch
+
+
+@dataclass
+class DvergeConfig:
+    """Every DVERGE hyper-parameter; defaults are the reference MNIST settings scaled to CPU."""
+
+    epochs: int = 6                 # reference: 120 (MNIST) / 200 (CIFAR-10)
+    batch_size: int = 128           # reference: 128
+    optimizer: str = "sgd"          # reference: SGD, momentum 0.9, wd 1e-4
+    lr: float = 0.01                # reference: 0.001 (MNIST, 120 epochs) / 0.1 (CIFAR); more per epoch here
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of epochs (reference 100/200, 150/200)
+    lr_gamma: float = 0.1
+    distill_eps: float = 0.3        # reference: 0.35 MNIST / 0.07 CIFAR-10
+    distill_step_size: float = 0.03  # reference: eps / 10
+    distill_steps: int = 10         # reference: 10
+    distill_mu: float = 1.0         # momentum decay of MI-FGSM (reference 1)
+    distill_momentum: bool = True   # reference: on
+    distill_rand_start: bool = False  # reference: off
+    distill_layer: int | None = None  # 1-based fixed layer; None = random each epoch (reference default)
+    distill_eval_mode: bool = False   # reference distils with the models in train() mode
+    plus_clean: bool = False        # DVERGE+: add CE on the clean source batch
+    plus_adv: bool = False          # DVERGE+AdvT: add CE on PGD_i(x_s)
+    dverge_coeff: float = 1.0       # weight of the cross-training term (reference --dverge-coeff)
+    adv_eps: float = 8 / 255        # PGD for plus_adv (reference 8/255, step 2/255, 10 steps)
+    adv_step_size: float = 2 / 255
+    adv_steps: int = 10
+    augment: bool = False           # random shift + flip (reference CIFAR-10 crop + flip)
+    n_train: int | None = None      # first n training images (CPU scaling); None = all
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "DvergeConfig":
+        """Build from a mapping, naming any unknown key instead of ignoring it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise KeyError(f"unknown DVERGE config key(s) {unknown}; valid keys: {sorted(names)}")
+        kw = dict(params)
+        if "lr_milestones" in kw:
+            kw["lr_milestones"] = tuple(kw["lr_milestones"])
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise a clear error for an out-of-range setting."""
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if not 0 <= self.distill_eps <= 1 or self.distill_step_size <= 0 or self.distill_steps < 1:
+            raise ValueError("distill_eps must be in [0, 1], distill_step_size > 0, distill_steps >= 1")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions of the epochs in (0, 1), got {self.lr_milestones}")
+
+
+@dataclass
+class DvergeHistory:
+    """What happened during training: layer per epoch, mean losses, time split."""
+
+    layers: list[int] = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)   # [epoch][member]
+    epoch_times: list[float] = field(default_factory=list)
+    distill_times: list[float] = field(default_factory=list)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    perm = torch.randperm(n, generator=gen)
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int) -> torch.Tensor:
+    """Training-time PGD with random start (DVERGE+AdvT's inner maximisation)."""
+    z = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        z.requires_grad_(True)
+        with torch.enable_grad():
+            grad = torch.autograd.grad(F.cross_entropy(model(z), y), [z])[0]
+        z = z.detach() + step * grad.sign()
+        z = torch.min(torch.max(z, x - eps), x + eps).clamp(0, 1)
+    return z.detach()
+
+
+def _make_optimizer(cfg: DvergeConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.dim() != 4 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"training data must be NCHW images with one label each, got x {tuple(x.shape)}, y {tuple(y.shape)}")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"training images must lie in [0, 1], got range [{x.min():.3f}, {x.max():.3f}]")
+
+
+def train_dverge(
+    ensemble: Ensemble,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: DvergeConfig,
+    progress: Callable[[str], None] | None = print,
+) -> DvergeHistory:
+    """Run DVERGE cross-training on ``ensemble`` in place (start it from a trained baseline)."""
+    cfg.validate()
+    _check_data(x, y)
+    if len(ensemble) < 2:
+        raise ValueError(f"DVERGE needs at least 2 sub-models, the ensemble has {len(ensemble)}")
+    if cfg.n_train is not None:
+        x, y = x[: cfg.n_train], y[: cfg.n_train]
+    members = list(ensemble.members)
+    layer_lists = [feature_layers(m, x[:1]) for m in members]
+    depth = min(len(ls) for ls in layer_lists)
+    if cfg.distill_layer is not None and not 1 <= cfg.distill_layer <= depth:
+        raise ValueError(f"distill_layer must be in 1..{depth} for these sub-models, got {cfg.distill_layer}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    opts = [_make_optimizer(cfg, m.parameters()) for m in members]
+    milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones})
+    scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=cfg.lr_gamma) for o in opts]
+    hist = DvergeHistory()
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        distill_t = 0.0
+        # Re-sample the layer every epoch (reference: random.randint(1, depth)).
+        layer_idx = cfg.distill_layer if cfg.distill_layer is not None else rng.randint(1, depth)
+        hist.layers.append(layer_idx)
+        loss_sum = [0.0] * len(members)
+        src_batches = _batches(len(x), cfg.batch_size, gen)
+        tgt_batches = _batches(len(x), cfg.batch_size, gen)  # independent shuffle = random targets
+        for bs, bt in zip(src_batches, tgt_batches):
+            xs, ys, xt = x[bs], y[bs], x[bt]
+            if len(xt) != len(xs):
+                xt = xt[: len(xs)]
+            if cfg.augment:
+                flip = xs.shape[1] == 3  # flips only for natural (colour) images, as the zoo does
+                xs, xt = augment_batch(xs, gen, flip), augment_batch(xt, gen, flip)
+            for m in members:
+                m.train(not cfg.distill_eval_mode)
+            td = time.perf_counter()
+            distilled = [
+                distill_features(m, layer_list[layer_idx - 1], xs, xt, cfg.distill_eps, cfg.distill_step_size,
+                                 cfg.distill_steps, cfg.distill_mu, cfg.distill_momentum, cfg.distill_rand_start)
+                for m, layer_list in zip(members, layer_lists)
+            ]
+            distill_t += time.perf_counter() - td
+            for i, (m, opt) in enumerate(zip(members, opts)):
+                m.train()
+                adv = _pgd_linf(m, xs, ys, cfg.adv_eps, cfg.adv_step_size, cfg.adv_steps) if cfg.plus_adv else None
+                loss = sum(F.cross_entropy(m(xd), ys) for j, xd in enumerate(distilled) if j != i)
+                loss = cfg.dverge_coeff * loss
+                if cfg.plus_clean:
+                    loss = loss + F.cross_entropy(m(xs), ys)
+                if adv is not None:
+                    loss = loss + F.cross_entropy(m(adv), ys)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum[i] += loss.item() * len(xs)
+        for s in scheds:
+            s.step()
+        hist.losses.append([v / len(x) for v in loss_sum])
+        hist.epoch_times.append(time.perf_counter() - t0)
+        hist.distill_times.append(distill_t)
+        if progress is not None:
+            progress(f"dverge epoch {epoch + 1}/{cfg.epochs} layer {layer_idx}/{depth} "
+                     f"loss {[round(v, 3) for v in hist.losses[-1]]} {hist.epoch_times[-1]:.1f}s "
+                     f"(distillation {distill_t / hist.epoch_times[-1]:.0%})")
+    ensemble.eval()
+    return hist
+
+
+def dverge_from_baseline(baseline: Ensemble, x: torch.Tensor, y: torch.Tensor, cfg: DvergeConfig,
+                         progress: Callable[[str], None] | None = print) -> tuple[Ensemble, DvergeHistory]:
+    """Copy a trained baseline ensemble and DVERGE-train the copy (the baseline is left untouched)."""
+    model = copy.deepcopy(baseline)
+    hist = train_dverge(model, x, y, cfg, progress)
+    return model, hist
+
+
+def member_seeds(seed: int, n: int) -> Sequence[int]:
+    """Distinct, reproducible initialisation seeds for the n members of an ensemble."""
+    return [seed * 1000 + k for k in range(n)]
+
+
+# ---- zoo glue: constructors and builders named by robustbench_local/zoo/recipes_dverge.py ----------
+
+_ENSEMBLE_KEYS = ("members", "average")
+
+
+def construct_ensemble(recipe: Any, input_shape: tuple[int, int, int], num_classes: int) -> Ensemble:
+    """Untrained ensemble of ``params['members']`` copies of ``recipe.architecture`` (zoo constructor)."""
+    from robustbench_local.zoo.architectures import build
+
+    k = int(recipe.params.get("members", 3))
+    if k < 1:
+        raise ValueError(f"recipe {recipe.name!r}: params['members'] must be >= 1, got {k}")
+    members = []
+    for s in member_seeds(recipe.seed, k):
+        torch.manual_seed(s)
+        members.append(build(recipe.architecture, input_shape, num_classes))
+    return Ensemble(members, average=recipe.params.get("average", "prob"))
+
+
+def build_baseline_ensemble(recipe: Any, train: Any) -> Ensemble:
+    """Zoo builder: train each member independently by ERM (zoo ``train_classifier``), own init seed."""
+    from robustbench_local.zoo.training import train_classifier
+
+    ens = construct_ensemble(recipe, train.input_shape, train.num_classes)
+    params = {k: v for k, v in recipe.params.items() if k not in _ENSEMBLE_KEYS + ("n_train", "size")}
+    for member, s in zip(ens.members, member_seeds(recipe.seed, len(ens))):
+        train_classifier(member, train, seed=s, **params)
+    return ens.eval()
+
+
+def build_dverge_ensemble(recipe: Any, train: Any) -> Ensemble:
+    """Zoo builder: load (or train) the baseline ensemble named in ``params['baseline']``, then DVERGE-train it."""
+    from robustbench_local.zoo.cache import load_or_train
+    from robustbench_local.zoo.recipes import get_recipe
+
+    params = dict(recipe.params)
+    for key in ("baseline", "baseline_params"):
+        if key not in params:
+            raise KeyError(f"DVERGE recipe {recipe.name!r} needs params[{key!r}] (the baseline it starts from)")
+    base = get_recipe(params.pop("baseline"), recipe.dataset, None)
+    if dict(base.params) != dict(params.pop("baseline_params")):
+        raise ValueError(f"DVERGE recipe {recipe.name!r}: baseline_params differ from recipe {base.name!r}'s params")
+    baseline = load_or_train(base)
+    if not isinstance(baseline, Ensemble) or len(baseline) != int(params.get("members", 3)):
+        raise ValueError(f"baseline {base.name!r} is not an ensemble of {params.get('members', 3)} members")
+    for key in _ENSEMBLE_KEYS + ("n_train", "size"):
+        params.pop(key, None)
+    cfg = DvergeConfig.from_params({"seed": recipe.seed, **params})
+    model, _ = dverge_from_baseline(baseline, train.x, train.y, cfg)
+    return model.eval()
