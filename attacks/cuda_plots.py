@@ -13,6 +13,7 @@ import torch  # noqa: E402
 from attacks.cuda_evaluation import CudaEvalResult  # noqa: E402
 from attacks.cuda_unlearnable import PoisonedImages  # noqa: E402
 from robustbench_local.data import DataSplit  # noqa: E402
+from robustbench_local.figures import save_figure  # noqa: E402
 
 __all__ = ["plot_accuracy_vs_mix", "plot_image_grid"]
 
@@ -45,12 +46,7 @@ def plot_accuracy_vs_mix(results: list[CudaEvalResult], path: str | Path) -> Pat
     ax.set_title(f"CUDA on {results[0].dataset if results else '?'}: victim trained on poisoned data")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _num_classes(results: list[CudaEvalResult]) -> int:
@@ -75,12 +71,7 @@ def plot_image_grid(clean: DataSplit, poisoned: PoisonedImages, path: str | Path
         axes[2][j].set_xticks([]); axes[2][j].set_yticks([])
     for row, label in enumerate(("clean", "CUDA", "kernel")):
         axes[row][0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _hwc(img: torch.Tensor):

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from robustbench_local.figures import save_figure
+
 
 def _show(img: torch.Tensor) -> np.ndarray:
     arr = img.detach().cpu().numpy()
@@ -44,9 +46,4 @@ def save_examples_figure(x: torch.Tensor, x_adv: torch.Tensor, labels: Sequence[
         axes[i, 2].set_title(f"changed pixels: {changed}", fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -19,6 +19,8 @@ from torch import nn
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import foolbox as fb  # noqa: E402
 
+from robustbench_local.figures import save_figure  # noqa: E402
+
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -98,7 +100,4 @@ def plot_transferability(matrix: np.ndarray, path: str | Path, title: str = "") 
     ax.set_ylabel("source sub-model")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -34,13 +34,18 @@ def _writer(url: str, worker: int, n: int) -> None:
     store.close()
 
 
-def test_concurrent_processes_lose_no_rows(tmp_path):
-    url = f"sqlite:///{tmp_path}/concurrent.db"
+def run_writers(url: str, workers: int, rows_each: int) -> None:
+    """Start ``workers`` processes at once, each recording ``rows_each`` distinct rows; all must exit cleanly."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(url, w, 40)) for w in range(6)]
+    procs = [ctx.Process(target=_writer, args=(url, w, rows_each)) for w in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
     assert all(p.exitcode == 0 for p in procs)
+
+
+def test_concurrent_processes_lose_no_rows(tmp_path):
+    url = f"sqlite:///{tmp_path}/concurrent.db"
+    run_writers(url, workers=6, rows_each=40)
     assert len(ResultsStore(url).rows()) == 6 * 40

@@ -1,7 +1,6 @@
 """The results store on PostgreSQL (the URL for sweeps across machines): a throwaway local server."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from robustbench_local.results import ResultsStore
-from test_results import _row, _writer  # tests/ is on sys.path (pytest rootdir import mode)
+from test_results import _row, run_writers  # tests/ is on sys.path (pytest rootdir import mode)
 
 PG_BIN = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) \
     if Path("/usr/lib/postgresql").exists() else None
@@ -54,13 +53,7 @@ def postgres_url():
 
 
 def test_postgres_store_is_idempotent_and_loses_no_rows_under_concurrency(postgres_url):
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(postgres_url, w, 30)) for w in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert all(p.exitcode == 0 for p in procs)
+    run_writers(postgres_url, workers=4, rows_each=30)
     store = ResultsStore(postgres_url)
     assert len(store.rows()) == 4 * 30
     store.record(_row(0, 0.1))  # same config hash as writer 0's first row: replaced, not added

@@ -28,6 +28,7 @@ from attacks.fooling_result import (FoolingResult, nearest_same_class_distance, 
 from attacks.fooling_retraining import RetrainingConfig, recipe_trainer, retraining_experiment  # noqa: E402
 from robustbench_local.results import ResultRow  # noqa: E402
 from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
+from robustbench_local.figures import save_figure  # noqa: E402
 
 METHODS = ("map_elites", "gradient_ascent", "retraining")
 
@@ -50,11 +51,7 @@ def save_fooling_grid(result: FoolingResult, path: Path, class_names: tuple[str,
         name = class_names[c] if c < len(class_names) else str(c)
         ax.set_title(f"{name}: {100 * float(result.confidence[k]):.4f}%", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _section(t: DictConfig, key: str) -> dict:
