@@ -41,3 +41,20 @@ def test_lookup_errors_list_the_choices():
         load_model("pgd_l2_cnn", "digits", threat_model="Linf")
     names = {(r.dataset, r.name) for r in list_models()}
     assert {("digits", "standard_cnn"), ("mnist", "standard_cnn"), ("cifar10", "pgd_linf_cnn")} <= names
+
+
+_TINY = {"epochs": 1, "lr": 3e-3, "batch_size": 256}
+
+
+def build_on_top_of_tiny(recipe, train):
+    """A builder that, like DVERGE, first loads another zoo recipe without naming a cache."""
+    base = load_or_train(dataclasses.replace(get_recipe("standard_mlp_tiny", "digits"), params=_TINY))
+    return base
+
+
+def test_nested_builds_use_the_outer_cache_dir(tmp_path):
+    base = dataclasses.replace(get_recipe("standard_mlp_tiny", "digits"), params=_TINY)
+    outer = dataclasses.replace(base, name="stacked", builder="test_zoo:build_on_top_of_tiny")
+    load_or_train(outer, tmp_path)
+    assert weights_path(outer, tmp_path).exists()
+    assert weights_path(base, tmp_path).exists()  # the nested load landed in the same cache

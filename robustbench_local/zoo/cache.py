@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -12,6 +13,11 @@ from torch import nn
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo.architectures import build
 from robustbench_local.zoo.recipes import Recipe, ZooError, resolve
+
+
+# While a builder trains a recipe, nested zoo loads (e.g. the baseline a DVERGE recipe starts from)
+# default to the same cache and data root as the outer call.
+_ACTIVE_BUILD: ContextVar[tuple[Path, Path | str | None] | None] = ContextVar("rbl_active_build", default=None)
 
 
 def default_cache_dir() -> Path:
@@ -39,6 +45,10 @@ def _data_options(recipe: Recipe) -> dict:
 
 def load_or_train(recipe: Recipe, cache_dir: Path | None = None, data_root: Path | str | None = None) -> nn.Module:
     """Load cached weights of ``recipe`` or train and cache them; returns the model in eval mode."""
+    active = _ACTIVE_BUILD.get()
+    if active is not None:
+        cache_dir = cache_dir or active[0]
+        data_root = data_root or active[1]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = weights_path(recipe, cache_dir)
@@ -48,7 +58,11 @@ def load_or_train(recipe: Recipe, cache_dir: Path | None = None, data_root: Path
             train = load_dataset(recipe.dataset, "train", root=data_root, n=recipe.params.get("n_train"),
                                  **_data_options(recipe))
             torch.manual_seed(recipe.seed)
-            model = resolve(recipe.builder)(recipe, train)
+            token = _ACTIVE_BUILD.set((cache_dir, data_root))
+            try:
+                model = resolve(recipe.builder)(recipe, train)
+            finally:
+                _ACTIVE_BUILD.reset(token)
             meta = {"input_shape": list(train.input_shape), "num_classes": train.num_classes}
             tmp = path.with_suffix(".tmp")
             torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
