@@ -20,6 +20,7 @@ from attacks.black_box import ProbabilityOracle
 from attacks.fooling_map_elites import Encoding, MapElitesConfig, map_elites_fooling
 from attacks.fooling_result import FoolingResult
 from robustbench_local.data import DataSplit
+from robustbench_local.zoo.training import accuracy
 from attacks.base import AttackError
 
 BuildFn = Callable[[int], nn.Module]                   # num_classes -> untrained model
@@ -63,12 +64,6 @@ class RetrainingRound:
                 "round_evaluations": self.evaluations, "round_time_s": round(self.time_s, 3)}
 
 
-def _clean_accuracy(model: nn.Module, test: DataSplit) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model(x).argmax(1) for x, _ in test.loader(512)])
-    return float((pred == test.y).float().mean())
-
-
 def _distinct(images: torch.Tensor) -> torch.Tensor:
     """Drop repeated images (one genome may hold several cells)."""
     flat = images.flatten(1)
@@ -110,21 +105,21 @@ def retraining_experiment(model: nn.Module, train: DataSplit, test: DataSplit, e
     num_real = train.num_classes
     rounds: list[RetrainingRound] = []
     pool = torch.empty((0, *train.x.shape[1:]))
-    current, accuracy, rejected = model.eval(), _clean_accuracy(model, test), None
+    current, clean_acc, rejected = model.eval(), accuracy(model, test), None
     for i in range(config.rounds + 1):
         start = time.perf_counter()
         if i > 0:
             data = with_fooling_class(train, pool, config.balance, seed + i)
             torch.manual_seed(seed + i)
             current = train_fn(build_fn(num_real + 1), data, seed + i).eval()
-            accuracy = _clean_accuracy(current, test)
+            clean_acc = accuracy(current, test)
             with torch.no_grad():
                 rejected = float((current(pool).argmax(1) == num_real).float().mean())
         results, queries = _evolve_round(current, num_real, encoding, me_config, config.runs_per_round,
                                          seed + 1000 * i)
         best = max(results, key=lambda r: float(r.confidence.min()))
         rounds.append(RetrainingRound(
-            round=i, num_fooling_train=len(pool), clean_accuracy=accuracy, rejected_previous=rejected,
+            round=i, num_fooling_train=len(pool), clean_accuracy=clean_acc, rejected_previous=rejected,
             result=best, run_min_confidence=[float(r.confidence.min()) for r in results],
             evaluations=queries, time_s=time.perf_counter() - start))
         if log:

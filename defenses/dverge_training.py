@@ -19,11 +19,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from defenses.ensemble import Ensemble
 from defenses.feature_distillation import distill_features, feature_layers
-from robustbench_local.zoo.training import augment_batch
+from robustbench_local.threat import Norm, ThreatModel
+from robustbench_local.zoo.training import augment_batch, pgd_perturb
 
 
 @dataclass
@@ -97,18 +97,6 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor
     return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int) -> torch.Tensor:
-    """Training-time PGD with random start (DVERGE+AdvT's inner maximisation)."""
-    z = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
-    for _ in range(steps):
-        z.requires_grad_(True)
-        with torch.enable_grad():
-            grad = torch.autograd.grad(F.cross_entropy(model(z), y), [z])[0]
-        z = z.detach() + step * grad.sign()
-        z = torch.min(torch.max(z, x - eps), x + eps).clamp(0, 1)
-    return z.detach()
-
-
 def _make_optimizer(cfg: DvergeConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -175,7 +163,8 @@ def train_dverge(
             distill_t += time.perf_counter() - td
             for i, (m, opt) in enumerate(zip(members, opts)):
                 m.train()
-                adv = _pgd_linf(m, xs, ys, cfg.adv_eps, cfg.adv_step_size, cfg.adv_steps) if cfg.plus_adv else None
+                adv = (pgd_perturb(m, xs, ys, ThreatModel(Norm.Linf, cfg.adv_eps), steps=cfg.adv_steps,
+                                   step_size=cfg.adv_step_size) if cfg.plus_adv else None)
                 loss = sum(F.cross_entropy(m(xd), ys) for j, xd in enumerate(distilled) if j != i)
                 loss = cfg.dverge_coeff * loss
                 if cfg.plus_clean:

@@ -20,18 +20,14 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import foolbox as fb  # noqa: E402
 
 from robustbench_local.figures import save_figure  # noqa: E402
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+from robustbench_local.zoo.training import predict  # noqa: E402
 
 
 def correct_by_all(members: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the images every member classifies correctly."""
     mask = torch.ones(len(x), dtype=torch.bool)
     for m in members:
-        mask &= _predict(m, x) == y
+        mask &= predict(m, x) == y
     return mask
 
 
@@ -68,7 +64,7 @@ def transferability_matrix(
             for _ in range(restarts):
                 _, x_adv, _ = attack(fmodel, xb, yb, epsilons=eps)
                 for j, dst in enumerate(members):
-                    fooled[i, j, s:s + len(xb)] |= _predict(dst, x_adv) != yb
+                    fooled[i, j, s:s + len(xb)] |= predict(dst, x_adv) != yb
     return fooled.float().mean(-1).numpy(), len(x)
 
 

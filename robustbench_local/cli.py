@@ -9,6 +9,7 @@ from pathlib import Path
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which fails without git
 
 import hydra  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -22,8 +23,10 @@ from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def _optional_path(value: object) -> Path | None:
-    return Path(str(value)).expanduser() if value not in (None, "") else None
+def compose_config(*overrides: str) -> DictConfig:
+    """``conf/config.yaml`` composed with command-line style overrides, as ``rbl`` would (no run dir)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def _summary(row: ResultRow) -> str:
@@ -44,9 +47,7 @@ def run_task(cfg: DictConfig) -> list[ResultRow]:
     if not target:
         raise ConfigError("task._target_ is missing: choose a task, e.g. task=evaluate")
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-    ctx = TaskContext(cfg=cfg, data_root=_optional_path(cfg.dataset.get("root")),
-                      cache_dir=_optional_path(cfg.get("cache_dir")), output_dir=output_dir,
-                      device=torch.device(str(cfg.device)), seed=int(cfg.seed), batch_size=int(cfg.batch_size))
+    ctx = TaskContext.from_config(cfg, output_dir)
     rows = get_method(target)(cfg, ctx) or []
     if rows:
         store = ResultsStore(cfg.results.url)

@@ -19,6 +19,7 @@ from attacks.base import EvasionAttack
 from robustbench_local.data import DataSplit
 from robustbench_local.sanity import check_classifier
 from robustbench_local.threat import ThreatModel
+from robustbench_local.zoo.training import predict
 
 
 @dataclass
@@ -103,11 +104,6 @@ class _State:
         os.replace(tmp, self.path)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)])
-
-
 @dataclass
 class _BatchResult:
     """One attack's verdicts on one batch, re-measured by the harness."""
@@ -165,7 +161,7 @@ def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAtt
     check_classifier(model, data.x, data.num_classes)
     for attack in attacks.values():
         attack.check(data.x[:1], data.y[:1], threat)
-    clean = (_predict(model, data.x, batch_size) == data.y).tolist()
+    clean = (predict(model, data.x, batch_size) == data.y).tolist()
     state = _State(state_path, state_key)
     n_batches = -(-len(data) // batch_size)
     report = EvaluationReport(clean, {})

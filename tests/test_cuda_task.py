@@ -4,24 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
 
 from attacks.cuda_dataset_io import load_poisoned
+from robustbench_local.cli import compose_config
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.tasks.cuda_poison import run
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
-
 
 def _cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=["task=cuda_poison", "dataset=digits", *overrides])
+    return compose_config("task=cuda_poison", "dataset=digits", "batch_size=256", *overrides)
 
 
 def _ctx(cfg, out: Path) -> TaskContext:
-    return TaskContext(cfg=cfg, data_root=None, cache_dir=None, output_dir=out, device=torch.device("cpu"),
-                       seed=0, batch_size=256)
+    return TaskContext.from_config(cfg, out)
 
 
 def test_task_records_poisoning_rows_and_writes_figures(tmp_path):

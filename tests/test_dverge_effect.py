@@ -81,9 +81,9 @@ def test_dverge_eval_task_records_ensemble_rows(models, tmp_path) -> None:
                      "transferability": {"eps": EPS, "steps": 3, "restarts": 1, "n": 30}})
     cfg = OmegaConf.create({"task": task, "dataset": {"name": "mnist", "n_test": None, "size": None},
                             "model": {"name": "test_dverge_ens3"}, "defense": {"name": "none", "wrapper": None},
-                            "threat": {"norm": "Linf", "eps": EPS}, "seed": 0})
-    ctx = TaskContext(cfg=cfg, data_root=None, cache_dir=None, output_dir=tmp_path, device=torch.device("cpu"),
-                      seed=0, batch_size=500)
+                            "threat": {"norm": "Linf", "eps": EPS}, "seed": 0, "device": "cpu",
+                            "batch_size": 500, "cache_dir": None})
+    ctx = TaskContext.from_config(cfg, tmp_path)
     rows = run(cfg, ctx)
     assert [r.kind for r in rows] == ["ensemble", "ensemble"]
     transfer, matrix = rows

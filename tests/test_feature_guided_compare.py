@@ -5,25 +5,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from attacks.base import AttackError
 from attacks.jsma import JSMAAttack
+from robustbench_local.cli import compose_config
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.tasks.feature_guided_compare import run
 from robustbench_local.threat import ThreatModel
 
-CONF = str(Path(__file__).resolve().parent.parent / "conf")
-
 
 def _cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=["task=feature_guided_compare", "dataset=mnist", *overrides])
+    return compose_config("task=feature_guided_compare", "dataset=mnist", "batch_size=256", *overrides)
 
 
 def _ctx(cfg, out: Path) -> TaskContext:
-    return TaskContext(cfg=cfg, data_root=None, cache_dir=None, output_dir=out, device=torch.device("cpu"),
-                       seed=0, batch_size=256)
+    return TaskContext.from_config(cfg, out)
 
 
 def test_compare_task_rows_table_and_black_box_within_3x_of_jsma(tmp_path, mnist_cnn):

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from attacks.fooling_direct_encoding import DirectEncoding
 from attacks.fooling_map_elites import MapElitesConfig
 from attacks.fooling_retraining import RetrainingConfig, recipe_trainer, retraining_experiment, with_fooling_class
-from robustbench_local.cli import CONF_DIR, run_task
+from robustbench_local.cli import compose_config, run_task
 from robustbench_local.data import load_dataset
 from robustbench_local.tasks.base import ConfigError
 
@@ -49,9 +48,7 @@ def test_retraining_rejects_old_fooling_images_but_evolution_fools_again(digits_
 
 def _run(tmp_path: Path, monkeypatch, *overrides: str):
     monkeypatch.chdir(tmp_path)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"results.url=sqlite:///{tmp_path}/rbl.db", *overrides])
-    return run_task(cfg)
+    return run_task(compose_config(f"results.url=sqlite:///{tmp_path}/rbl.db", *overrides))
 
 
 def test_rbl_map_elites_cppn_task_records_rows_and_grid(tmp_path, monkeypatch):

@@ -120,9 +120,7 @@ def test_vnncomp_runner_writes_result_files(tmp_path):
 
 
 def test_rbl_vnncomp_task_records_a_verification_row(tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_dir
-
-    from robustbench_local.cli import CONF_DIR, run_task
+    from robustbench_local.cli import compose_config, run_task
     from robustbench_local.results import ResultsStore
 
     monkeypatch.chdir(tmp_path)  # without Hydra's run dir the task writes its result files to the cwd
@@ -132,10 +130,8 @@ def test_rbl_vnncomp_task_records_a_verification_row(tmp_path, monkeypatch):
     (bench / "instances.csv").write_text(f"{_onnx('1_9')},{BENCH / 'vnnlib' / 'prop_4.vnnlib'},30\n"
                                          f"{_onnx('3_7')},{BENCH / 'vnnlib' / 'prop_4.vnnlib'},30\n")
     (bench / "expected.csv").write_text((BENCH / "expected.csv").read_text())
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"results.url=sqlite:///{tmp_path}/r.db", "task=vnncomp",
-                                           f"task.csv={bench / 'instances.csv'}", "task.timeout=30"])
-    run_task(cfg)
+    run_task(compose_config(f"results.url=sqlite:///{tmp_path}/r.db", "task=vnncomp",
+                            f"task.csv={bench / 'instances.csv'}", "task.timeout=30"))
     (row,) = ResultsStore(f"sqlite:///{tmp_path}/r.db").rows(kind="verification")
     m = row["metrics"]
     assert (m["n"], m["sat"], m["unsat"], m["wrong"], m["bad_counterexamples"]) == (2, 1, 1, [], 0)

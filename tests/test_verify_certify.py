@@ -80,14 +80,10 @@ def test_certify_never_exceeds_pgd_and_every_violation_is_real():
 
 def _rbl(tmp_path: Path, *overrides: str) -> None:
     # in-process Hydra compose + the CLI's run_task: the same path as `rbl`, without a new interpreter
-    from hydra import compose, initialize_config_dir
+    from robustbench_local.cli import compose_config, run_task
 
-    from robustbench_local.cli import CONF_DIR, run_task
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"results.url=sqlite:///{tmp_path}/r.db",
-                                           f"results.state_dir={tmp_path}/state", "progress=false", *overrides])
-    run_task(cfg)
+    run_task(compose_config(f"results.url=sqlite:///{tmp_path}/r.db", f"results.state_dir={tmp_path}/state",
+                            "progress=false", *overrides))
 
 
 def test_rbl_certify_row_lines_up_with_the_evaluation(tmp_path):

@@ -17,6 +17,10 @@ class ConfigError(ValueError):
     """A config key is missing or has a value the suite cannot use."""
 
 
+def _optional_path(value: object) -> Path | None:
+    return Path(str(value)).expanduser() if value not in (None, "") else None
+
+
 @dataclass
 class TaskContext:
     """Resolved run settings plus the configured data set and model."""
@@ -28,6 +32,13 @@ class TaskContext:
     device: torch.device
     seed: int
     batch_size: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, output_dir: Path) -> "TaskContext":
+        """The context ``rbl`` gives a task for a composed config, writing files to ``output_dir``."""
+        return cls(cfg=cfg, data_root=_optional_path(cfg.dataset.get("root")),
+                   cache_dir=_optional_path(cfg.get("cache_dir")), output_dir=Path(output_dir),
+                   device=torch.device(str(cfg.device)), seed=int(cfg.seed), batch_size=int(cfg.batch_size))
 
     def load_data(self, split: str = "test", n: int | None = None) -> DataSplit:
         """Split ``split`` of ``cfg.dataset`` (first ``n`` examples if given)."""

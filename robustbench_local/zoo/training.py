@@ -12,14 +12,17 @@ from robustbench_local.data import DataSplit
 from robustbench_local.threat import Norm, ThreatModel
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Top-1 labels of ``model`` on ``x``, computed in batches without gradients."""
+    return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)])
+
+
 def accuracy(model: nn.Module, data: DataSplit, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` on ``data`` in eval mode, restoring the previous mode."""
     was_training = model.training
     model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in data.loader(batch_size):
-            correct += int((model(x).argmax(dim=1) == y).sum())
+    correct = int((predict(model, data.x, batch_size) == data.y).sum())
     model.train(was_training)
     return correct / max(len(data), 1)
 
