@@ -22,6 +22,11 @@ from robustbench_local.threat import ThreatModel
 from robustbench_local.zoo.training import predict
 
 
+def encode_mask(flags: list[bool]) -> str:
+    """Per-example booleans as a compact "0101" string (stored so runs can be combined per example)."""
+    return "".join("1" if f else "0" for f in flags)
+
+
 @dataclass
 class AttackOutcome:
     """Per-example results of one attack over the whole evaluated set."""
@@ -74,7 +79,9 @@ class EvaluationReport:
         return {"n": len(self.clean), "clean_acc": self.clean_acc,
                 "robust_acc": sum(worst) / max(len(worst), 1),
                 "attacks": {name: o.summary() for name, o in self.attacks.items()},
-                "attack_time_s": sum(o.time_s for o in self.attacks.values())}
+                "attack_time_s": sum(o.time_s for o in self.attacks.values()),
+                "masks": {name: encode_mask(o.robust) for name, o in self.attacks.items()},
+                "clean_mask": encode_mask(self.clean)}
 
 
 class _State:

@@ -7,6 +7,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from attacks.autoattack_adapter import AutoAttackAdapter
 from attacks.base import EvasionAttack
 from robustbench_local.evaluation import evaluate
 from robustbench_local.results import ResultRow, config_hash
@@ -44,9 +45,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     report = evaluate(model, data, attacks, threat, batch_size=cfg.batch_size, seed=cfg.seed,
                       state_path=state_path, state_key=key, progress=cfg.progress, workers=int(cfg.get("workers", 1)))
     metrics = report.metrics()
-    metrics["masks"] = {name: "".join("1" if r else "0" for r in o.robust) for name, o in report.attacks.items()}
-    metrics["clean_mask"] = "".join("1" if c else "0" for c in report.clean)
-    aa = [n for n, a in attacks.items() if type(a).__name__ == "AutoAttackAdapter" and a.version == "standard"]
+    aa = [n for n, a in attacks.items() if isinstance(a, AutoAttackAdapter) and a.version == "standard"]
     metrics["autoattack_acc"] = report.attacks[aa[0]].robust_acc if aa else None
     row = ResultRow(kind="evasion", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
                     attack="+".join(attacks), threat_model=threat.norm.value, eps=threat.eps, seed=cfg.seed,

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from attacks.base import EvasionAttack
+from robustbench_local.evaluation import encode_mask
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.threat import ThreatModel
@@ -70,7 +71,7 @@ def run_attack(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: torc
            "median_L2": _median(l2), "mean_L0": float(np.mean(l0)) if l0 else None,
            "mean_L2": float(np.mean(l2)) if l2 else None, "median_queries": _median(queries),
            "model_calls_per_image": counter.images / max(len(y), 1), "time_per_image_s": elapsed / max(len(y), 1),
-           "mask": "".join("1" if s else "0" for s in success.tolist())}
+           "mask": encode_mask(success.tolist())}
     outcomes = getattr(attack, "last_outcomes", [])
     first = [o.queries_to_first for o in outcomes if o.queries_to_first is not None]
     if first:
