@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 
 
 class AttackError(ValueError):
@@ -22,6 +22,9 @@ class AttackResult:
     success: torch.Tensor
     queries: torch.Tensor | None = None
     distance: torch.Tensor | None = None
+    # Per-example records an attack may return for figures and reports (search traces, features).
+    # Returned, never kept on the attack, so a call is safe in any process; success is never read from them.
+    details: list | None = None
 
 
 class EvasionAttack(ABC):

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from attacks.cuda_evaluation import VictimConfig, clean_baseline, evaluate_cuda, format_table  # noqa: E402
-from attacks.cuda_unlearnable import CudaConfig  # noqa: E402
+from attacks.cuda.evaluation import VictimConfig, clean_baseline, evaluate_cuda, format_table  # noqa: E402
+from attacks.cuda.unlearnable import CudaConfig  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
 
 

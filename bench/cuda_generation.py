@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from attacks.cuda_unlearnable import _CHUNK, CudaConfig, class_kernels, poison_images  # noqa: E402
+from attacks.cuda.unlearnable import _CHUNK, CudaConfig, class_kernels, poison_images  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from attacks.cuda_evaluation import CudaEvalResult, VictimConfig, format_table, sweep  # noqa: E402
-from attacks.cuda_unlearnable import CudaConfig  # noqa: E402
+from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep  # noqa: E402
+from attacks.cuda.unlearnable import CudaConfig  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
 
 NORMS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     """Print the markdown table of every recorded result and draw accuracy vs mix."""
-    from attacks.cuda_plots import plot_accuracy_vs_mix
+    from attacks.cuda.plots import plot_accuracy_vs_mix
 
     results = load_records(args.out)
     if not results:

@@ -10,10 +10,11 @@ import time
 
 import torch
 
-from defenses.dverge_training import DvergeConfig, construct_ensemble, train_dverge
+from defenses.dverge.training import DvergeConfig, train_dverge
+from robustbench_local.zoo.recipes_dverge import construct_ensemble
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo.recipes import Recipe
-from robustbench_local.zoo.training import train_classifier
+from robustbench_local.core.training import train_classifier
 
 
 def main() -> None:

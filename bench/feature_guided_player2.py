@@ -13,9 +13,9 @@ import time
 import numpy as np
 import torch
 
-from attacks.feature_guided_attack import FeatureGuidedAttack
+from attacks.feature_guided.attack import FeatureGuidedAttack
 from robustbench_local.data import load_dataset
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 from robustbench_local.zoo import load_model
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from attacks.black_box import ProbabilityOracle
-from attacks.fooling_cppn import CPPNEncoding
-from attacks.fooling_direct_encoding import DirectEncoding
-from attacks.fooling_map_elites import MapElitesConfig, map_elites_fooling
+from attacks.fooling.cppn import CPPNEncoding
+from attacks.fooling.direct_encoding import DirectEncoding
+from attacks.fooling.map_elites import MapElitesConfig, map_elites_fooling
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo import load_model
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from attacks.base import AttackError
 from robustbench_local.data import DataError
-from robustbench_local.sanity import ModelCheckError
+from robustbench_local.core.sanity import ModelCheckError
 from robustbench_local.tasks.base import ConfigError
-from robustbench_local.threat import ThreatModelError
-from robustbench_local.zoo.architectures import ArchitectureError
+from robustbench_local.core.threat import ThreatModelError
+from robustbench_local.core.architectures import ArchitectureError
 from robustbench_local.zoo.recipes import ZooError
 
 USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,

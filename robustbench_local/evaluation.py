@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -16,10 +15,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.base import EvasionAttack
-from robustbench_local.data import DataSplit
-from robustbench_local.sanity import check_classifier
-from robustbench_local.threat import ThreatModel
-from robustbench_local.zoo.training import predict
+from robustbench_local.core.data import DataSplit
+from robustbench_local.core.io import atomic_write_text
+from robustbench_local.core.sanity import check_classifier
+from robustbench_local.core.threat import ThreatModel
+from robustbench_local.core.training import predict
 
 
 def encode_mask(flags: list[bool]) -> str:
@@ -103,12 +103,8 @@ class _State:
 
     def save(self, name: str, outcome: AttackOutcome) -> None:
         self.data["attacks"][name] = outcome.__dict__
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.path)
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(self.data))
 
 
 @dataclass

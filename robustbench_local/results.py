@@ -1,7 +1,6 @@
 """Results database: one row per evaluated configuration, written idempotently through SQLAlchemy."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -16,6 +15,8 @@ from typing import Any
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, select)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
+
+from robustbench_local.core.io import canonical_json, sha256_json
 
 DEFAULT_URL = "sqlite:///results/rbl.db"
 _VERSIONED = ("robustbench-local", "torch", "numpy", "foolbox", "pyautoattack", "z3-solver", "hydra-core", "SQLAlchemy")
@@ -42,14 +43,9 @@ results_table = Table(
 )
 
 
-def canonical_json(value: Any) -> str:
-    """Key-sorted compact JSON; the form that config hashes are computed over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def config_hash(config: dict) -> str:
     """SHA-256 of the canonical JSON of ``config``."""
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+    return sha256_json(config)
 
 
 def library_versions() -> dict[str, str]:

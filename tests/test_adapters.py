@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.autoattack_adapter import AutoAttackAdapter
+from attacks.adapters.autoattack_adapter import AutoAttackAdapter
 from attacks.base import AttackError
-from attacks.foolbox_adapter import FoolboxAttack
+from attacks.adapters.foolbox_adapter import FoolboxAttack
 from robustbench_local.data import load_dataset
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from attacks.cuda_dataset_io import load_poisoned
+from attacks.cuda.dataset_io import load_poisoned
 from robustbench_local.cli import compose_config
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.tasks.cuda_poison import run

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import attacks.cuda_unlearnable as cu
-from attacks.cuda_dataset_io import load_poisoned, poison_split, save_poisoned
-from attacks.cuda_unlearnable import CudaConfig, class_kernels, convolve_by_class, poison_images
+import attacks.cuda.unlearnable as cu
+from attacks.cuda.dataset_io import load_poisoned, poison_split, save_poisoned
+from attacks.cuda.unlearnable import CudaConfig, class_kernels, convolve_by_class, poison_images
 from robustbench_local.data import load_dataset
 
 

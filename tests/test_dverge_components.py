@@ -11,15 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import AttackError
-from attacks.transfer_attacks import MomentumPGD, attack_loss, input_diversity
-from defenses.dverge_training import DvergeConfig, build_dverge_ensemble, train_dverge
-from defenses.ensemble import Ensemble
-from defenses.feature_distillation import distill_features, feature_layers, layer_features
-from defenses.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
+from attacks.transfer.attacks import MomentumPGD, attack_loss, input_diversity
+from defenses.dverge.training import DvergeConfig, train_dverge
+from robustbench_local.zoo.recipes_dverge import build_dverge_ensemble
+from defenses.dverge.ensemble import Ensemble
+from defenses.dverge.feature_distillation import distill_features, feature_layers, layer_features
+from defenses.dverge.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
 from robustbench_local.data import load_dataset
-from robustbench_local.threat import Norm, ThreatModel
+from robustbench_local.core.threat import Norm, ThreatModel
 from robustbench_local.zoo import load_model
-from robustbench_local.zoo.architectures import build
+from robustbench_local.core.architectures import build
 from robustbench_local.zoo.recipes import Recipe
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.transfer_attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
-from defenses.ensemble import Ensemble
-from defenses.transferability import mean_off_diagonal, transferability_matrix
+from attacks.transfer.attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
+from defenses.dverge.ensemble import Ensemble
+from defenses.dverge.transferability import mean_off_diagonal, transferability_matrix
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo import load_model
 from robustbench_local.zoo.recipes import Recipe, register_recipe
@@ -17,13 +17,13 @@ from robustbench_local.zoo.recipes import Recipe, register_recipe
 _BASE = dict(members=3, average="prob", n_train=2000, epochs=4, lr=3e-3, batch_size=128)
 _DVERGE = dict(members=3, average="prob", n_train=2000, baseline="test_baseline_ens3", baseline_params=_BASE,
                epochs=2, lr=0.01, batch_size=128, distill_eps=0.3, distill_step_size=0.03, distill_steps=10)
-_COMMON = dict(dataset="mnist", architecture="cnn_small", constructor="defenses.dverge_training:construct_ensemble",
+_COMMON = dict(dataset="mnist", architecture="cnn_small", constructor="robustbench_local.zoo.recipes_dverge:construct_ensemble",
                threat_models=("Linf",))
-for _r in (Recipe("test_baseline_ens3", params=_BASE, builder="defenses.dverge_training:build_baseline_ensemble",
+for _r in (Recipe("test_baseline_ens3", params=_BASE, builder="robustbench_local.zoo.recipes_dverge:build_baseline_ensemble",
                   **_COMMON),
            Recipe("test_surrogate_ens3", params=_BASE, seed=7,
-                  builder="defenses.dverge_training:build_baseline_ensemble", **_COMMON),
-           Recipe("test_dverge_ens3", params=_DVERGE, builder="defenses.dverge_training:build_dverge_ensemble",
+                  builder="robustbench_local.zoo.recipes_dverge:build_baseline_ensemble", **_COMMON),
+           Recipe("test_dverge_ens3", params=_DVERGE, builder="robustbench_local.zoo.recipes_dverge:build_dverge_ensemble",
                   **_COMMON)):
     register_recipe(_r)
 

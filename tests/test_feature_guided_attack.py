@@ -9,9 +9,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from attacks.base import AttackError
-from attacks.feature_guided_attack import FeatureGuidedAttack
+from attacks.feature_guided.attack import FeatureGuidedAttack
+from attacks.feature_guided.figure import save_outcomes_figure
 from robustbench_local.data import load_dataset
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 
 REPO = Path(__file__).resolve().parent.parent
 L0 = ThreatModel("L0", None)
@@ -53,8 +54,9 @@ def test_cooperative_game_finds_adversarial_examples_for_90_percent(mnist_cnn, c
 
 
 def test_best_distance_never_increases_over_iterations(cooperative_run):
-    attack, _ = cooperative_run
-    for out in attack.last_outcomes:
+    _, res = cooperative_run
+    assert res.details and len(res.details) == len(res.success)
+    for out in res.details:
         best = [b for _, _, b in out.search.history]
         queries = [q for _, q, _ in out.search.history]
         assert all(b2 <= b1 for b1, b2 in zip(best, best[1:])), "anytime best must be monotone"
@@ -79,18 +81,20 @@ def test_random_player_two_does_no_better_than_cooperative(mnist_cnn, correct_mn
     assert int(rand.success.sum()) <= int(coop.success[:10].sum())
 
 
-def test_rbl_attack_config_builds_the_attack_and_writes_a_figure(mnist_cnn, correct_mnist, tmp_path):
+def test_rbl_attack_config_builds_the_attack_and_its_figure(mnist_cnn, correct_mnist, tmp_path):
     cfg = OmegaConf.load(REPO / "conf" / "attack" / "feature_guided.yaml")
     spec = cfg.attacks.feature_guided
-    spec.figure_dir = str(tmp_path)
     spec.max_queries = 600
     attack = instantiate(spec, name="feature_guided")
     assert isinstance(attack, FeatureGuidedAttack)
     x, y = correct_mnist
     res = attack(mnist_cnn, x[1:3], y[1:3], ThreatModel("L2", None))
     assert res.x_adv.shape == (2, 1, 28, 28) and res.queries.shape == (2,)
+    with torch.no_grad():
+        adv_labels = mnist_cnn(res.x_adv).argmax(1).tolist()
+    png = save_outcomes_figure(x[1:3], y[1:3], res.details, adv_labels, tmp_path / "examples.png")
     if res.success.any():
-        assert (tmp_path / "feature_guided_examples.png").stat().st_size > 1000
+        assert png is not None and png.stat().st_size > 1000
     with pytest.raises(AttackError, match="Linf"):
         attack.check(x[:1], y[:1], ThreatModel("Linf", 0.1))
     with pytest.raises(AttackError, match="player2"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attacks.feature_guided_saliency import extract_features, gaussian_partition, sift_keypoints
+from attacks.feature_guided.saliency import extract_features, gaussian_partition, sift_keypoints
 from robustbench_local.data import load_dataset
 
 

@@ -9,10 +9,10 @@ import torch
 
 from attacks.base import AttackError
 from attacks.black_box import ProbabilityOracle
-from attacks.fooling_cppn import ACTIVATIONS, NUM_INPUTS, CPPNEncoding, hls_to_rgb
-from attacks.fooling_direct_encoding import DirectEncoding, polynomial_mutation, sbx_crossover
-from attacks.fooling_map_elites import ClassArchive, MapElitesConfig, map_elites_fooling
-from attacks.fooling_result import nearest_same_class_distance, real_nearest_neighbour_distance
+from attacks.fooling.cppn import ACTIVATIONS, NUM_INPUTS, CPPNEncoding, hls_to_rgb
+from attacks.fooling.direct_encoding import DirectEncoding, polynomial_mutation, sbx_crossover
+from attacks.fooling.map_elites import ClassArchive, MapElitesConfig, map_elites_fooling
+from attacks.fooling.result import nearest_same_class_distance, real_nearest_neighbour_distance
 from robustbench_local.data import load_dataset
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from attacks.base import AttackError
-from attacks.fooling_gradient_ascent import GradientAscentConfig, gaussian_blur, gradient_ascent_fooling
-from attacks.fooling_result import nearest_same_class_distance, real_nearest_neighbour_distance
+from attacks.fooling.gradient_ascent import GradientAscentConfig, gaussian_blur, gradient_ascent_fooling
+from attacks.fooling.result import nearest_same_class_distance, real_nearest_neighbour_distance
 from robustbench_local.data import load_dataset
 
 SHAPE = (1, 28, 28)

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.fooling_direct_encoding import DirectEncoding
-from attacks.fooling_map_elites import MapElitesConfig
-from attacks.fooling_retraining import RetrainingConfig, recipe_trainer, retraining_experiment, with_fooling_class
+from attacks.fooling.direct_encoding import DirectEncoding
+from attacks.fooling.map_elites import MapElitesConfig
+from attacks.fooling.retraining import RetrainingConfig, retraining_experiment, with_fooling_class
+from robustbench_local.zoo.builders import recipe_trainer
 from robustbench_local.cli import compose_config, run_task
 from robustbench_local.data import load_dataset
 from robustbench_local.tasks.base import ConfigError

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 from verify.parallel import run_parallel
 from verify.spec import local_robustness
 from verify.torch_import import from_torch

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.cuda_dataset_io import poison_split, save_poisoned
-from attacks.cuda_evaluation import CudaEvalResult, VictimConfig, format_table, sweep
-from attacks.cuda_plots import plot_accuracy_vs_mix, plot_image_grid
-from attacks.cuda_unlearnable import CudaConfig
+from attacks.cuda.dataset_io import poison_split, save_poisoned
+from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep
+from attacks.cuda.plots import plot_accuracy_vs_mix, plot_image_grid
+from attacks.cuda.unlearnable import CudaConfig
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.transfer_attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
-from defenses.ensemble import Ensemble
-from defenses.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
+from attacks.transfer.attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
+from defenses.dverge.ensemble import Ensemble
+from defenses.dverge.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.zoo import get_recipe, load_model

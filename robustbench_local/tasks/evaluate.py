@@ -7,12 +7,12 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from attacks.autoattack_adapter import AutoAttackAdapter
+from attacks.adapters.autoattack_adapter import AutoAttackAdapter
 from attacks.base import EvasionAttack
 from robustbench_local.evaluation import evaluate
 from robustbench_local.results import ResultRow, config_hash
 from robustbench_local.tasks.base import ConfigError, TaskContext
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 
 
 def build_attacks(cfg: DictConfig, threat: ThreatModel) -> dict[str, EvasionAttack]:

@@ -21,7 +21,7 @@ from attacks.base import EvasionAttack
 from robustbench_local.evaluation import encode_mask
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
-from robustbench_local.threat import ThreatModel
+from robustbench_local.core.threat import ThreatModel
 
 L0, L2 = ThreatModel("L0", None), ThreatModel("L2", None)
 

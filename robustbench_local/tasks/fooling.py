@@ -10,25 +10,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from attacks.black_box import ProbabilityOracle  # noqa: E402
-from attacks.fooling_cppn import CPPNEncoding, CPPNMutationRates  # noqa: E402
-from attacks.fooling_direct_encoding import DirectEncoding  # noqa: E402
-from attacks.fooling_gradient_ascent import GradientAscentConfig, gradient_ascent_fooling  # noqa: E402
-from attacks.fooling_map_elites import Encoding, MapElitesConfig, map_elites_fooling  # noqa: E402
-from attacks.fooling_result import (FoolingResult, nearest_same_class_distance,  # noqa: E402
+from attacks.black_box import ProbabilityOracle
+from attacks.fooling.cppn import CPPNEncoding, CPPNMutationRates
+from attacks.fooling.direct_encoding import DirectEncoding
+from attacks.fooling.gradient_ascent import GradientAscentConfig, gradient_ascent_fooling
+from attacks.fooling.map_elites import Encoding, MapElitesConfig, map_elites_fooling
+from attacks.fooling.result import (FoolingResult, nearest_same_class_distance,
                                     real_nearest_neighbour_distance)
-from attacks.fooling_retraining import RetrainingConfig, recipe_trainer, retraining_experiment  # noqa: E402
-from robustbench_local.results import ResultRow  # noqa: E402
-from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
-from robustbench_local.figures import save_figure  # noqa: E402
+from attacks.fooling.retraining import RetrainingConfig, retraining_experiment
+from robustbench_local.results import ResultRow
+from robustbench_local.zoo.builders import recipe_trainer
+from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.core.figures import plt, save_figure
 
 METHODS = ("map_elites", "gradient_ascent", "retraining")
 

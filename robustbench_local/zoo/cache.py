@@ -11,7 +11,7 @@ from filelock import FileLock
 from torch import nn
 
 from robustbench_local.data import load_dataset
-from robustbench_local.zoo.architectures import build
+from robustbench_local.core.architectures import build
 from robustbench_local.zoo.recipes import Recipe, ZooError, resolve
 
 

@@ -5,6 +5,7 @@ import hashlib
 import importlib
 import json
 import pkgutil
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -24,7 +25,7 @@ class Recipe:
     dataset: str
     architecture: str
     params: Mapping[str, Any] = field(default_factory=dict)
-    builder: str = "robustbench_local.zoo.training:train_recipe"
+    builder: str = "robustbench_local.zoo.builders:train_recipe"
     constructor: str | None = None  # "module:function"(recipe, input_shape, num_classes) -> untrained module
     seed: int = 0
     threat_models: tuple[str, ...] = ("Linf", "L2")
@@ -51,9 +52,7 @@ def register_recipe(recipe: Recipe) -> None:
 
 def _load_recipe_modules() -> None:
     # Every robustbench_local/zoo/recipes_*.py registers its recipes on import.
-    import robustbench_local.zoo as zoo_pkg
-
-    for info in pkgutil.iter_modules(zoo_pkg.__path__):
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name.startswith("recipes_"):
             importlib.import_module(f"robustbench_local.zoo.{info.name}")
 

@@ -10,11 +10,20 @@ epochs and images (see ``_DVERGE``).
 """
 from __future__ import annotations
 
-from robustbench_local.zoo.recipes import Recipe, register_recipe
+from typing import Any
 
-BASELINE_BUILDER = "defenses.dverge_training:build_baseline_ensemble"
-DVERGE_BUILDER = "defenses.dverge_training:build_dverge_ensemble"
-ENSEMBLE_CONSTRUCTOR = "defenses.dverge_training:construct_ensemble"
+import torch
+
+from defenses.dverge.ensemble import Ensemble
+from defenses.dverge.training import DvergeConfig, dverge_from_baseline, member_seeds
+from robustbench_local.core.architectures import build
+from robustbench_local.core.training import train_classifier
+from robustbench_local.zoo.cache import load_or_train
+from robustbench_local.zoo.recipes import Recipe, get_recipe, register_recipe
+
+BASELINE_BUILDER = "robustbench_local.zoo.recipes_dverge:build_baseline_ensemble"
+DVERGE_BUILDER = "robustbench_local.zoo.recipes_dverge:build_dverge_ensemble"
+ENSEMBLE_CONSTRUCTOR = "robustbench_local.zoo.recipes_dverge:construct_ensemble"
 
 # Member training of the baseline ensembles: the zoo's plain-CNN settings per data set.
 _BASE = {
@@ -42,6 +51,51 @@ def dverge_params(dataset: str, members: int, **overrides) -> dict:
     """Parameters of the DVERGE ensemble warm-started from ``baseline_ens{members}_cnn``."""
     return dict(members=members, average="prob", baseline=f"baseline_ens{members}_cnn",
                 baseline_params=baseline_params(dataset, members), **{**_DVERGE[dataset], **overrides})
+
+
+# ---- builders and the constructor the recipes below name ----
+
+_ENSEMBLE_KEYS = ("members", "average")
+
+
+def construct_ensemble(recipe: Any, input_shape: tuple[int, int, int], num_classes: int) -> Ensemble:
+    """Untrained ensemble of ``params['members']`` copies of ``recipe.architecture`` (zoo constructor)."""
+    k = int(recipe.params.get("members", 3))
+    if k < 1:
+        raise ValueError(f"recipe {recipe.name!r}: params['members'] must be >= 1, got {k}")
+    members = []
+    for s in member_seeds(recipe.seed, k):
+        torch.manual_seed(s)
+        members.append(build(recipe.architecture, input_shape, num_classes))
+    return Ensemble(members, average=recipe.params.get("average", "prob"))
+
+
+def build_baseline_ensemble(recipe: Any, train: Any) -> Ensemble:
+    """Zoo builder: train each member independently by ERM (zoo ``train_classifier``), own init seed."""
+    ens = construct_ensemble(recipe, train.input_shape, train.num_classes)
+    params = {k: v for k, v in recipe.params.items() if k not in _ENSEMBLE_KEYS + ("n_train", "size")}
+    for member, s in zip(ens.members, member_seeds(recipe.seed, len(ens))):
+        train_classifier(member, train, seed=s, **params)
+    return ens.eval()
+
+
+def build_dverge_ensemble(recipe: Any, train: Any) -> Ensemble:
+    """Zoo builder: load (or train) the baseline ensemble named in ``params['baseline']``, then DVERGE-train it."""
+    params = dict(recipe.params)
+    for key in ("baseline", "baseline_params"):
+        if key not in params:
+            raise KeyError(f"DVERGE recipe {recipe.name!r} needs params[{key!r}] (the baseline it starts from)")
+    base = get_recipe(params.pop("baseline"), recipe.dataset, None)
+    if dict(base.params) != dict(params.pop("baseline_params")):
+        raise ValueError(f"DVERGE recipe {recipe.name!r}: baseline_params differ from recipe {base.name!r}'s params")
+    baseline = load_or_train(base)
+    if not isinstance(baseline, Ensemble) or len(baseline) != int(params.get("members", 3)):
+        raise ValueError(f"baseline {base.name!r} is not an ensemble of {params.get('members', 3)} members")
+    for key in _ENSEMBLE_KEYS + ("n_train", "size"):
+        params.pop(key, None)
+    cfg = DvergeConfig.from_params({"seed": recipe.seed, **params})
+    model, _ = dverge_from_baseline(baseline, train.x, train.y, cfg)
+    return model.eval()
 
 
 def _recipes() -> list[Recipe]:

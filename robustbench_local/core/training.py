@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustbench_local.data import DataSplit
-from robustbench_local.threat import Norm, ThreatModel
+from robustbench_local.core.data import DataSplit
+from robustbench_local.core.threat import Norm, ThreatModel
 
 
 @torch.no_grad()
@@ -114,15 +114,3 @@ def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: flo
                 sched.step()
         bar.set_postfix(loss=loss.item())
     return model.eval()
-
-
-def train_recipe(recipe: Any, train: DataSplit) -> nn.Module:
-    """Default zoo builder: build ``recipe.architecture`` and train it with ``recipe.params``."""
-    from robustbench_local.zoo.architectures import build
-
-    torch.manual_seed(recipe.seed)
-    model = build(recipe.architecture, train.input_shape, train.num_classes)
-    params = dict(recipe.params)
-    params.pop("n_train", None)
-    params.pop("size", None)
-    return train_classifier(model, train, seed=recipe.seed, **params)

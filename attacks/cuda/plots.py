@@ -4,16 +4,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")  # headless: files only
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from attacks.cuda_evaluation import CudaEvalResult  # noqa: E402
-from attacks.cuda_unlearnable import PoisonedImages  # noqa: E402
-from robustbench_local.data import DataSplit  # noqa: E402
-from robustbench_local.figures import save_figure  # noqa: E402
+from attacks.cuda.evaluation import CudaEvalResult
+from attacks.cuda.unlearnable import PoisonedImages
+from robustbench_local.core.data import DataSplit
+from robustbench_local.core.figures import plt, save_figure
 
 __all__ = ["plot_accuracy_vs_mix", "plot_image_grid"]
 

@@ -19,8 +19,8 @@ from torch import nn
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import foolbox as fb  # noqa: E402
 
-from robustbench_local.figures import save_figure  # noqa: E402
-from robustbench_local.zoo.training import predict  # noqa: E402
+from robustbench_local.core.figures import plt, save_figure  # noqa: E402
+from robustbench_local.core.training import predict  # noqa: E402
 
 
 def correct_by_all(members: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -76,13 +76,6 @@ def mean_off_diagonal(matrix: np.ndarray) -> float:
 
 def plot_transferability(matrix: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Save the matrix as an annotated heatmap PNG (rows: source model, columns: target model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     k = matrix.shape[0]
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * k, 0.8 + 0.8 * k))
     im = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")

@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # no display on servers and in CI
 from matplotlib.figure import Figure  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
+__all__ = ["plt", "save_figure"]  # every figure module takes pyplot from here, so one backend is set
+
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Lay out ``fig``, write it to ``path`` (creating folders), close it, and return the path."""

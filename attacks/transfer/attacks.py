@@ -6,7 +6,7 @@
   resize-and-pad of the input applied with probability p (DVERGE: p = 0.5).
 Both take the cross-entropy (``"ce"``) or the Carlini-Wagner margin (``"cw"``) loss, as the reference
 evaluation does. They are crafted on a *surrogate* model and then measured on the defended one; plain
-PGD comes from foolbox through ``attacks.foolbox_adapter``. SGM (skip-gradient) is not included: it needs residual
+PGD comes from foolbox through ``attacks.adapters.foolbox_adapter``. SGM (skip-gradient) is not included: it needs residual
 connections, and the zoo's small CNNs have none.
 """
 
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
-from attacks.foolbox_adapter import FoolboxAttack
-from robustbench_local.threat import Norm, ThreatModel
+from attacks.adapters.foolbox_adapter import FoolboxAttack
+from robustbench_local.core.threat import Norm, ThreatModel
 
 
 def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str, kappa: float = float("inf")) -> torch.Tensor:

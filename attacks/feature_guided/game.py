@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from attacks.feature_guided_saliency import FeatureMap
+from attacks.feature_guided.saliency import FeatureMap
 
 NORMS = ("L0", "L1", "L2")
 MANIPULATIONS = ("tau", "extreme")

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from robustbench_local.figures import save_figure
+from robustbench_local.core.figures import plt, save_figure
 
 
 def _show(img: torch.Tensor) -> np.ndarray:
@@ -20,11 +20,6 @@ def save_examples_figure(x: torch.Tensor, x_adv: torch.Tensor, labels: Sequence[
                          path: str | Path, keypoints: Sequence[Sequence] | None = None,
                          class_names: Sequence[str] | None = None) -> Path:
     """One row per example: original (+ keypoints), adversarial, changed pixels (red = raised, blue = lowered)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if x.shape != x_adv.shape or x.ndim != 4:
         raise ValueError(f"x and x_adv must both be (N, C, H, W), got {tuple(x.shape)} and {tuple(x_adv.shape)}")
     n = x.shape[0]
@@ -47,3 +42,15 @@ def save_examples_figure(x: torch.Tensor, x_adv: torch.Tensor, labels: Sequence[
         for ax in axes[i]:
             ax.set_xticks([]), ax.set_yticks([])
     return save_figure(fig, path, dpi=110)
+
+
+def save_outcomes_figure(x: torch.Tensor, y: torch.Tensor, outcomes: Sequence, adv_labels: Sequence[int],
+                         path: str | Path, n: int = 4) -> Path | None:
+    """Figure of the first ``n`` successful game searches of one attack call (``AttackResult.details``)."""
+    idx = [i for i, o in enumerate(outcomes) if o.success and o.search is not None][:n]
+    if not idx:
+        return None
+    x_adv = torch.stack([outcomes[i].x_adv for i in idx])
+    kps = [list(outcomes[i].features.keypoints) for i in idx]
+    return save_examples_figure(x[idx], x_adv, [int(y[i]) for i in idx], [int(adv_labels[i]) for i in idx], path,
+                                keypoints=kps)

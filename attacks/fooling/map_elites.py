@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from attacks.fooling_result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
+from attacks.fooling.result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
 from attacks.base import AttackError
 
 Oracle = Callable[[torch.Tensor], torch.Tensor]

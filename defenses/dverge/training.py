@@ -20,10 +20,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from defenses.ensemble import Ensemble
-from defenses.feature_distillation import distill_features, feature_layers
-from robustbench_local.threat import Norm, ThreatModel
-from robustbench_local.zoo.training import augment_batch, pgd_perturb
+from defenses.dverge.ensemble import Ensemble
+from defenses.dverge.feature_distillation import distill_features, feature_layers
+from robustbench_local.core.threat import Norm, ThreatModel
+from robustbench_local.core.training import augment_batch, pgd_perturb
 
 
 @dataclass
@@ -199,55 +199,3 @@ def dverge_from_baseline(baseline: Ensemble, x: torch.Tensor, y: torch.Tensor, c
 def member_seeds(seed: int, n: int) -> Sequence[int]:
     """Distinct, reproducible initialisation seeds for the n members of an ensemble."""
     return [seed * 1000 + k for k in range(n)]
-
-
-# ---- zoo glue: constructors and builders named by robustbench_local/zoo/recipes_dverge.py ----------
-
-_ENSEMBLE_KEYS = ("members", "average")
-
-
-def construct_ensemble(recipe: Any, input_shape: tuple[int, int, int], num_classes: int) -> Ensemble:
-    """Untrained ensemble of ``params['members']`` copies of ``recipe.architecture`` (zoo constructor)."""
-    from robustbench_local.zoo.architectures import build
-
-    k = int(recipe.params.get("members", 3))
-    if k < 1:
-        raise ValueError(f"recipe {recipe.name!r}: params['members'] must be >= 1, got {k}")
-    members = []
-    for s in member_seeds(recipe.seed, k):
-        torch.manual_seed(s)
-        members.append(build(recipe.architecture, input_shape, num_classes))
-    return Ensemble(members, average=recipe.params.get("average", "prob"))
-
-
-def build_baseline_ensemble(recipe: Any, train: Any) -> Ensemble:
-    """Zoo builder: train each member independently by ERM (zoo ``train_classifier``), own init seed."""
-    from robustbench_local.zoo.training import train_classifier
-
-    ens = construct_ensemble(recipe, train.input_shape, train.num_classes)
-    params = {k: v for k, v in recipe.params.items() if k not in _ENSEMBLE_KEYS + ("n_train", "size")}
-    for member, s in zip(ens.members, member_seeds(recipe.seed, len(ens))):
-        train_classifier(member, train, seed=s, **params)
-    return ens.eval()
-
-
-def build_dverge_ensemble(recipe: Any, train: Any) -> Ensemble:
-    """Zoo builder: load (or train) the baseline ensemble named in ``params['baseline']``, then DVERGE-train it."""
-    from robustbench_local.zoo.cache import load_or_train
-    from robustbench_local.zoo.recipes import get_recipe
-
-    params = dict(recipe.params)
-    for key in ("baseline", "baseline_params"):
-        if key not in params:
-            raise KeyError(f"DVERGE recipe {recipe.name!r} needs params[{key!r}] (the baseline it starts from)")
-    base = get_recipe(params.pop("baseline"), recipe.dataset, None)
-    if dict(base.params) != dict(params.pop("baseline_params")):
-        raise ValueError(f"DVERGE recipe {recipe.name!r}: baseline_params differ from recipe {base.name!r}'s params")
-    baseline = load_or_train(base)
-    if not isinstance(baseline, Ensemble) or len(baseline) != int(params.get("members", 3)):
-        raise ValueError(f"baseline {base.name!r} is not an ensemble of {params.get('members', 3)} members")
-    for key in _ENSEMBLE_KEYS + ("n_train", "size"):
-        params.pop(key, None)
-    cfg = DvergeConfig.from_params({"seed": recipe.seed, **params})
-    model, _ = dverge_from_baseline(baseline, train.x, train.y, cfg)
-    return model.eval()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from attacks.fooling_direct_encoding import polynomial_mutation
+from attacks.fooling.direct_encoding import polynomial_mutation
 from attacks.base import AttackError
 
 ACTIVATIONS: tuple[str, ...] = ("sine", "sigmoid", "gaussian", "linear")

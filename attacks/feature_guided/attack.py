@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,10 +17,10 @@ from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
 from attacks.black_box import ProbabilityOracle
-from attacks.feature_guided_game import MANIPULATIONS, FeatureGame
-from attacks.feature_guided_mcts import PLAYER2_TYPES, FeatureGuidedMCTS, SearchResult
-from attacks.feature_guided_saliency import FeatureMap, extract_features
-from robustbench_local.threat import ThreatModel
+from attacks.feature_guided.game import MANIPULATIONS, FeatureGame
+from attacks.feature_guided.mcts import PLAYER2_TYPES, FeatureGuidedMCTS, SearchResult
+from attacks.feature_guided.saliency import FeatureMap, extract_features
+from robustbench_local.core.threat import ThreatModel
 
 # Distance budget d when the threat model is unbounded, relative to the image: L0 a share of the pixels,
 # L1 a share of all elements, L2 a share of sqrt(elements).
@@ -48,18 +47,6 @@ class ImageOutcome:
         return None if hit is None else hit + 1  # + the clean check
 
 
-def _resolve_figure_dir(figure_dir: str | None) -> str | None:
-    """``"auto"`` = the Hydra run directory under ``rbl``, and no figure outside a Hydra run."""
-    if figure_dir != "auto":
-        return figure_dir
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return str(HydraConfig.get().runtime.output_dir)
-    except (ImportError, ValueError):
-        return None
-
-
 class FeatureGuidedAttack(EvasionAttack):
     """SIFT-feature-guided two-player game solved by MCTS; black-box, minimises L0, L1 or L2."""
 
@@ -70,8 +57,7 @@ class FeatureGuidedAttack(EvasionAttack):
                  max_keypoints: int | None = None, max_pixels_per_feature: int | None = 64,
                  playouts_per_node: int = 1, iterations_per_move: int = 1, exploration: float = math.sqrt(2),
                  max_queries: int = 5000, time_limit_s: float = 60.0, max_playout_depth: int = 10,
-                 prior_weight: float = 1.0, final_candidates: int = 3, seed: int = 0,
-                 figure_dir: str | None = None, n_figures: int = 4) -> None:
+                 prior_weight: float = 1.0, final_candidates: int = 3, seed: int = 0) -> None:
         if player2 not in PLAYER2_TYPES:
             raise AttackError(f"feature_guided: player2 must be one of {PLAYER2_TYPES}, got {player2!r}")
         if manipulation not in MANIPULATIONS:
@@ -89,8 +75,6 @@ class FeatureGuidedAttack(EvasionAttack):
         self.max_queries, self.time_limit_s = int(max_queries), float(time_limit_s)
         self.max_playout_depth, self.seed = int(max_playout_depth), int(seed)
         self.prior_weight, self.final_candidates = float(prior_weight), int(final_candidates)
-        self.figure_dir, self.n_figures = _resolve_figure_dir(figure_dir), int(n_figures)
-        self.last_outcomes: list[ImageOutcome] = []  # per-image details of the latest call
 
     def distance_budget(self, threat: ThreatModel, shape: tuple[int, ...]) -> float:
         """The game's budget d: ``threat.eps`` if set, else ``budget``, else a default share of the image."""
@@ -136,25 +120,11 @@ class FeatureGuidedAttack(EvasionAttack):
         oracle = ProbabilityOracle(model)
         budget = self.distance_budget(threat, tuple(x.shape[1:]))
         outs = [self.attack_one(oracle, x[i], int(y[i]), threat.norm.value, budget) for i in range(x.shape[0])]
-        self.last_outcomes = outs
-        if self.figure_dir and self.n_figures > 0:
-            self.save_figure(x, y, Path(self.figure_dir) / f"{self.name}_examples.png", oracle)
         x_adv = torch.stack([o.x_adv for o in outs]) if outs else x.clone()
         return AttackResult(
             x_adv=x_adv,
             success=torch.tensor([o.success for o in outs], dtype=torch.bool),
             queries=torch.tensor([o.queries for o in outs], dtype=torch.long),
             distance=threat.distance(x, x_adv),
+            details=outs,
         )
-
-    def save_figure(self, x: torch.Tensor, y: torch.Tensor, path: Path, oracle: ProbabilityOracle) -> Path | None:
-        """Figure of the first ``n_figures`` successful examples of the latest call (original, adversarial, diff)."""
-        from attacks.feature_guided_figure import save_examples_figure
-
-        idx = [i for i, o in enumerate(self.last_outcomes) if o.success and o.search is not None][: self.n_figures]
-        if not idx:
-            return None
-        x_adv = torch.stack([self.last_outcomes[i].x_adv for i in idx])
-        adv_labels = oracle(x_adv).argmax(dim=1).tolist()
-        kps = [list(self.last_outcomes[i].features.keypoints) for i in idx]
-        return save_examples_figure(x[idx], x_adv, [int(y[i]) for i in idx], adv_labels, path, keypoints=kps)

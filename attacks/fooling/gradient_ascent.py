@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.fooling_result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
+from attacks.fooling.result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
 from attacks.base import AttackError
 
 

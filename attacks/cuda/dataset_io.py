@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks.cuda_unlearnable import CudaConfig, PoisonedImages, poison_images
-from robustbench_local.data import DataSplit
+from attacks.cuda.unlearnable import CudaConfig, PoisonedImages, poison_images
+from robustbench_local.core.data import DataSplit
 
 __all__ = ["PoisonedDataset", "poison_split", "save_poisoned", "load_poisoned", "FORMAT_VERSION"]
 

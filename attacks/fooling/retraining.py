@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from attacks.black_box import ProbabilityOracle
-from attacks.fooling_map_elites import Encoding, MapElitesConfig, map_elites_fooling
-from attacks.fooling_result import FoolingResult
-from robustbench_local.data import DataSplit
-from robustbench_local.zoo.training import accuracy
+from attacks.fooling.map_elites import Encoding, MapElitesConfig, map_elites_fooling
+from attacks.fooling.result import FoolingResult
+from robustbench_local.core.data import DataSplit
+from robustbench_local.core.training import accuracy
 from attacks.base import AttackError
 
 BuildFn = Callable[[int], nn.Module]                   # num_classes -> untrained model
@@ -126,26 +126,3 @@ def retraining_experiment(model: nn.Module, train: DataSplit, test: DataSplit, e
             log(f"retraining round {i}: {rounds[-1].to_metrics()}")
         pool = torch.cat([pool, *[_distinct(r.images) for r in results]])
     return rounds
-
-
-def recipe_trainer(model_name: str, dataset: str, input_shape: tuple[int, int, int],
-                   epochs: int | None = None) -> tuple[BuildFn, TrainFn]:
-    """Build/train callables that reproduce a zoo recipe's architecture and training with C+1 outputs."""
-    from robustbench_local.zoo import get_recipe
-    from robustbench_local.zoo.architectures import build
-    from robustbench_local.zoo.training import train_classifier
-
-    recipe = get_recipe(model_name, dataset)
-    if recipe.params.get("adversarial"):
-        raise AttackError(f"retraining reproduces plain (ERM) recipes only; {model_name!r} is adversarially trained")
-    params = {k: v for k, v in recipe.params.items() if k not in ("n_train", "size")}
-    if epochs is not None:
-        params["epochs"] = int(epochs)
-
-    def build_fn(num_classes: int) -> nn.Module:
-        return build(recipe.architecture, tuple(input_shape), num_classes)
-
-    def train_fn(model: nn.Module, data: DataSplit, seed: int) -> nn.Module:
-        return train_classifier(model, data, seed=seed, progress=False, **params)
-
-    return build_fn, train_fn

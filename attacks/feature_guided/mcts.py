@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.feature_guided_game import FeatureGame, State
+from attacks.feature_guided.game import FeatureGame, State
 
 PLAYER2_TYPES = ("cooperative", "competitive", "random")
 
