@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep  # noqa: E402
 from attacks.cuda.unlearnable import CudaConfig  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
+from robustbench_local.core.io import canonical_json  # noqa: E402
 
 NORMS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
 # AT budgets for images in [0, 1]: CIFAR 4/255 (the paper's CIFAR AT), L2 0.25; MNIST the usual 0.1 / 1.0
@@ -56,10 +57,13 @@ def run(args: argparse.Namespace) -> None:
     epochs = args.epochs or EPOCHS.get(args.dataset, 30)
     mixes = tuple(float(m) for m in _csv(args.mixes))
     cuda = CudaConfig(kernel_size=args.kernel_size, blur=args.blur, key=args.key)
-    done = {json.dumps(r.config(), sort_keys=True) for r in load_records(args.out)}
+    # Finished victims are matched by the canonical JSON of their config, the form every key is built on.
+    done = {canonical_json(r.config()) for r in load_records(args.out)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def record(result: CudaEvalResult) -> None:
+        # Appending one line, not atomic_write: parallel runs share this JSONL, and rewriting the
+        # whole file would drop the lines other processes appended meanwhile.
         with open(args.out, "a") as fh:
             fh.write(json.dumps({"config": result.config(), "metrics": result.metrics()}) + "\n")
         print(format_table([result]).splitlines()[-1], f"({result.time_s:.0f} s)", flush=True)
@@ -74,14 +78,15 @@ def run(args: argparse.Namespace) -> None:
             expected = [CudaConfig(cuda.kernel_size, cuda.blur, m, cuda.key) for m in mixes]
             if not args.no_control:
                 expected.append(CudaConfig(cuda.kernel_size, cuda.blur, 1.0, cuda.key, True))
-            keys = {json.dumps({"dataset": train.name, "n_train": len(train), "n_test": len(test),
-                                "cuda": c.__dict__, "victim": victim.__dict__}, sort_keys=True) for c in expected}
+            keys = {canonical_json({"dataset": train.name, "n_train": len(train), "n_test": len(test),
+                                    "cuda": c.__dict__, "victim": victim.__dict__}) for c in expected}
             if keys <= done:
                 print(f"skip {training} aug={aug}: already recorded in {args.out}")
                 continue
             start = time.perf_counter()
-            sweep(train, test, cuda, [victim], mixes=mixes, same_control=not args.no_control,
-                  on_result=record, progress=args.progress)
+            for result in sweep(train, test, cuda, [victim], mixes=mixes, same_control=not args.no_control,
+                                progress=args.progress):
+                record(result)
             print(f"{training} aug={aug}: {time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -16,9 +16,14 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import get_method  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from robustbench_local.config_schema import register_configs, validate  # noqa: E402
 from robustbench_local.errors import USER_ERRORS  # noqa: E402
 from robustbench_local.results import ResultRow, ResultsStore  # noqa: E402
+from robustbench_local.results.spool import RowSink, import_spool  # noqa: E402
 from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
+from robustbench_local.tasks.leaderboard import render  # noqa: E402
+
+register_configs()  # conf/ extends these schemas, so they must be stored before any compose
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -35,8 +40,23 @@ def _summary(row: ResultRow) -> str:
     return f"[{row.kind}] {row.dataset}/{row.model} ({row.defense}) {row.attack} {row.threat_model} eps={row.eps}: {numbers}"
 
 
+def open_store(cfg: DictConfig) -> ResultsStore:
+    """The results store, opened and checked writable before any work, with rows a failed run spooled imported."""
+    store = ResultsStore(cfg.results.url)
+    try:
+        store.check_writable()
+        imported = import_spool(store, cfg.results.spool)
+    except BaseException:
+        store.close()
+        raise
+    if imported:
+        print(f"rbl: imported {imported} spooled row(s) from {cfg.results.spool} into {cfg.results.url}")
+    return store
+
+
 def run_task(cfg: DictConfig) -> list[ResultRow]:
-    """Run ``cfg.task`` with a fresh context and record what it returns."""
+    """Run ``cfg.task`` with a fresh context, recording each row as the task yields it."""
+    validate(cfg)
     torch.set_num_threads(int(cfg.torch_threads))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -47,22 +67,19 @@ def run_task(cfg: DictConfig) -> list[ResultRow]:
     if not target:
         raise ConfigError("task._target_ is missing: choose a task, e.g. task=evaluate")
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-    ctx = TaskContext.from_config(cfg, output_dir)
-    rows = get_method(target)(cfg, ctx) or []
-    if rows:
-        store = ResultsStore(cfg.results.url)
-        try:
-            for row in rows:
-                store.record(row)
-                print(_summary(row))
-        finally:
-            store.close()
+    store = open_store(cfg)
+    try:
+        sink = RowSink(store, cfg.results.spool)
+        ctx = TaskContext.from_config(cfg, output_dir)
+        for row in get_method(target)(cfg, ctx) or []:
+            sink.record(row)
+            print(_summary(row))
+    finally:
+        store.close()
     if cfg.task.get("print_leaderboard"):
-        from robustbench_local.tasks.leaderboard import render
-
         print(f"\nLeaderboard ({cfg.dataset.name}, {cfg.threat.norm}) from {cfg.results.url}:")
-        render(cfg, cfg.dataset.name, str(cfg.threat.norm))
-    return rows
+        render(cfg.results.url, cfg.dataset.name, str(cfg.threat.norm))
+    return sink.recorded + sink.spooled
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

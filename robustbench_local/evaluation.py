@@ -17,14 +17,11 @@ from tqdm.auto import tqdm
 from attacks.base import EvasionAttack
 from robustbench_local.core.data import DataSplit
 from robustbench_local.core.io import atomic_write_text
+from robustbench_local.core.remeasure import remeasure
 from robustbench_local.core.sanity import check_classifier
 from robustbench_local.core.threat import ThreatModel
 from robustbench_local.core.training import predict
-
-
-def encode_mask(flags: list[bool]) -> str:
-    """Per-example booleans as a compact "0101" string (stored so runs can be combined per example)."""
-    return "".join("1" if f else "0" for f in flags)
+from robustbench_local.results.kinds import encode_mask
 
 
 @dataclass
@@ -43,11 +40,11 @@ class AttackOutcome:
         """Share of examples that stay correctly classified under this attack."""
         return sum(self.robust) / max(len(self.robust), 1)
 
-    def summary(self) -> dict:
+    def summary(self, name: str) -> dict:
         """Metrics for the results row."""
         dists = sorted(d for d in self.distance if d is not None)
         queries = sorted(q for q in self.queries if q is not None)
-        return {"robust_acc": self.robust_acc, "mean_distance": sum(dists) / len(dists) if dists else None,
+        return {"name": name, "robust_acc": self.robust_acc, "mean_distance": sum(dists) / len(dists) if dists else None,
                 "median_distance": dists[len(dists) // 2] if dists else None,
                 "median_queries": queries[len(queries) // 2] if queries else None,
                 "time_s": self.time_s, "rejected": self.rejected}
@@ -73,14 +70,15 @@ class EvaluationReport:
             flags = [a and b for a, b in zip(flags, outcome.robust)]
         return flags
 
-    def metrics(self) -> dict:
-        """All numbers of the report as a JSON-serialisable dict."""
+    def metrics(self, keys: Mapping[str, str] | None = None) -> dict:
+        """All numbers of the report in the ``evasion`` schema; ``keys`` maps attack names to their config keys."""
+        keys = keys or {name: name for name in self.attacks}
         worst = self.worst_case
         return {"n": len(self.clean), "clean_acc": self.clean_acc,
                 "robust_acc": sum(worst) / max(len(worst), 1),
-                "attacks": {name: o.summary() for name, o in self.attacks.items()},
+                "attacks": {keys[name]: o.summary(name) for name, o in self.attacks.items()},
                 "attack_time_s": sum(o.time_s for o in self.attacks.values()),
-                "masks": {name: encode_mask(o.robust) for name, o in self.attacks.items()},
+                "masks": {keys[name]: encode_mask(o.robust) for name, o in self.attacks.items()},
                 "clean_mask": encode_mask(self.clean)}
 
 
@@ -126,17 +124,11 @@ def _attack_batch(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: t
     start = time.perf_counter()
     result = attack(model, x, y, threat)
     elapsed = time.perf_counter() - start
-    x_adv = torch.nan_to_num(result.x_adv.detach().float(), nan=-1.0)  # NaN rows fail containment below
-    inside = threat.contains(x, x_adv)
-    with torch.no_grad():
-        fooled = model(x_adv.clamp(0, 1)).argmax(dim=1) != y
-    # Never trust an attack's own claim: success is re-measured, outside-the-ball outputs are failures.
-    success = fooled & inside
-    distance = threat.distance(x, x_adv)
+    checked = remeasure(model, x, y, result.x_adv, threat)
     queries = [int(q) for q in result.queries] if result.queries is not None else [None] * len(indices)
-    return _BatchResult(indices, [not bool(s) for s in success],
-                        [float(d) if s else None for d, s in zip(distance, success)], queries,
-                        int((~inside).sum()), elapsed)
+    return _BatchResult(indices, [not bool(s) for s in checked.success],
+                        [float(d) if s else None for d, s in zip(checked.distance, checked.success)], queries,
+                        checked.rejected, elapsed)
 
 
 def _worker_init(threads: int) -> None:

@@ -7,19 +7,23 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 
-from robustbench_local.results import ResultsStore
+from robustbench_local.results import ResultsStore, parse_metrics
+from robustbench_local.results.schemas import CertificationMetrics, EvasionMetrics
+
+LEADERBOARD_KINDS = ("evasion", "certification")
+SORT_KEYS = ("robust_acc", "clean_acc", "autoattack_acc", "certified_acc", "time_s")
 
 
 @dataclass
 class Entry:
-    """One (dataset, model, defense, threat model, eps) line of the leaderboard."""
+    """One (dataset, model, defense, threat model, eps, n) line of the leaderboard."""
 
     dataset: str
     model: str
     defense: str
     threat_model: str
     eps: float | None
-    n: int = 0
+    n: int
     clean_acc: float | None = None
     autoattack_acc: float | None = None
     robust_acc: float | None = None
@@ -30,55 +34,95 @@ class Entry:
     rank: int = 0
 
 
-def _and_masks(masks: list[str]) -> str:
+def _and(masks: list[str]) -> str:
     return "".join("1" if all(m[i] == "1" for m in masks) else "0" for i in range(len(masks[0])))
 
 
-def _merge_evasion(entry: Entry, rows: list[dict]) -> None:
-    # Rows over the same examples (same n, same first-n test split) combine per example: worst case.
-    masks: dict[str, str] = {}
+def _share(mask: str) -> float:
+    return mask.count("1") / len(mask) if mask else 0.0
+
+
+def _indices(mask: str, limit: int = 10) -> str:
+    hits = [str(i) for i, c in enumerate(mask) if c == "1"]
+    return ", ".join(hits[:limit]) + (f" and {len(hits) - limit} more" if len(hits) > limit else "")
+
+
+@dataclass
+class _Evidence:
+    """Per-example evidence of one entry, merged over all its rows."""
+
+    clean: list[str] = field(default_factory=list)
+    masks: dict[str, list[str]] = field(default_factory=dict)   # attack key -> masks of every row with it
+    names: dict[str, str] = field(default_factory=dict)         # attack key -> attack name
+    autoattack: set[str] = field(default_factory=set)           # keys of AutoAttack standard runs
+    statuses: list[str] = field(default_factory=list)           # certification statuses, one string per row
+
+
+def _collect(entry: Entry, rows: list[dict]) -> _Evidence:
+    ev = _Evidence()
     for row in rows:
-        m = row["metrics"]
-        entry.n = m.get("n", entry.n)
-        entry.clean_acc = m.get("clean_acc", entry.clean_acc)
+        typed = parse_metrics(row["kind"], row["metrics"])
         entry.time_s += row["time_s"]
-        if m.get("autoattack_acc") is not None:
-            entry.autoattack_acc = m["autoattack_acc"]
-        for name, summary in m.get("attacks", {}).items():
-            entry.per_attack[name] = summary["robust_acc"]
-        masks.update(m.get("masks", {}))
-        if "clean_mask" in m:
-            masks["__clean__"] = m["clean_mask"]
-    same_length = {len(v) for v in masks.values()}
-    if masks and len(same_length) == 1:
-        worst = _and_masks(list(masks.values()))
-        entry.robust_acc = worst.count("1") / len(worst)
-    elif rows:
-        entry.robust_acc = min(r["metrics"].get("robust_acc", 1.0) for r in rows)
+        if isinstance(typed, CertificationMetrics):
+            ev.statuses.append(typed.statuses)
+            continue
+        assert isinstance(typed, EvasionMetrics)
+        ev.clean.append(typed.clean_mask)
+        for key, mask in typed.masks.items():
+            ev.masks.setdefault(key, []).append(mask)
+            ev.names[key] = typed.attacks[key]["name"]
+        if typed.autoattack_key is not None:
+            ev.autoattack.add(typed.autoattack_key)
+    return ev
+
+
+def _fill(entry: Entry, ev: _Evidence) -> None:
+    worst = None
+    if ev.clean:
+        clean = _and(ev.clean)
+        if len(set(ev.clean)) > 1:
+            entry.flags.append("clean predictions differ between rows of this entry: was the model retrained?")
+        merged = {key: _and([clean, *masks]) for key, masks in ev.masks.items()}
+        worst = _and([clean, *merged.values()])
+        entry.clean_acc, entry.robust_acc = _share(clean), _share(worst)
+        names = list(ev.names.values())
+        for key, mask in merged.items():
+            label = ev.names[key] if names.count(ev.names[key]) == 1 else key
+            entry.per_attack[label] = _share(mask)
+        if ev.autoattack:
+            entry.autoattack_acc = _share(_and([clean, *(merged[k] for k in ev.autoattack)]))
+    if ev.statuses:
+        # A proof from any row certifies the example; a proof and a confirmed counterexample contradict.
+        proved = "".join("1" if any(s[i] == "h" for s in ev.statuses) else "0" for i in range(entry.n))
+        refuted = "".join("1" if any(s[i] == "v" for s in ev.statuses) else "0" for i in range(entry.n))
+        entry.certified_acc = _share(proved)
+        both = _and([proved, refuted])
+        if "1" in both:
+            entry.flags.append(f"verifier contradiction: proved and refuted at examples {_indices(both)}")
+        if worst is not None:
+            broken = "".join("1" if p == "1" and w == "0" else "0" for p, w in zip(proved, worst))
+            if "1" in broken:
+                entry.flags.append("certified but broken by an attack (a bug in an attack or the verifier) at "
+                                   f"examples {_indices(broken)}")
 
 
 def build_entries(store: ResultsStore, dataset: str | None = None, threat_model: str | None = None,
                   sort_by: str = "robust_acc") -> list[Entry]:
     """Leaderboard entries for the filters, ranked by ``sort_by`` (descending)."""
-    groups: dict[tuple, dict[str, list[dict]]] = {}
+    if sort_by not in SORT_KEYS:
+        raise ValueError(f"cannot sort by {sort_by!r}: choose one of {', '.join(SORT_KEYS)}")
+    groups: dict[tuple, list[dict]] = {}
     for row in store.rows(dataset=dataset, threat_model=threat_model):
-        if row["kind"] not in ("evasion", "certification") or row["status"] != "ok":
+        if row["kind"] not in LEADERBOARD_KINDS or row["status"] != "ok":
             continue
-        key = (row["dataset"], row["model"], row["defense"], row["threat_model"], row["eps"])
-        groups.setdefault(key, {"evasion": [], "certification": []})[row["kind"]].append(row)
+        # Rows combine per example only over the same examples: the first n of the same test split.
+        key = (row["dataset"], row["model"], row["defense"], row["threat_model"], row["eps"], row["metrics"]["n"])
+        groups.setdefault(key, []).append(row)
     entries = []
-    for key, kinds in groups.items():
+    for key, rows in groups.items():
         entry = Entry(*key)
-        _merge_evasion(entry, kinds["evasion"])
-        for row in kinds["certification"]:
-            cert = row["metrics"].get("certified_acc")
-            if cert is not None:
-                entry.certified_acc = cert if entry.certified_acc is None else max(entry.certified_acc, cert)
-        if entry.certified_acc is not None and entry.robust_acc is not None and entry.certified_acc > entry.robust_acc + 1e-9:
-            entry.flags.append("certified > empirical robust accuracy: a bug in an attack or the verifier")
+        _fill(entry, _collect(entry, rows))
         entries.append(entry)
-    if sort_by not in ("robust_acc", "clean_acc", "autoattack_acc", "certified_acc", "time_s"):
-        raise ValueError(f"cannot sort by {sort_by!r}: choose robust_acc, clean_acc, autoattack_acc, certified_acc or time_s")
     entries.sort(key=lambda e: (getattr(e, sort_by) is not None, getattr(e, sort_by) or 0.0), reverse=True)
     for i, entry in enumerate(entries, 1):
         entry.rank = i
@@ -94,6 +138,11 @@ def _attack_names(entries: list[Entry]) -> list[str]:
     return sorted({name for e in entries for name in e.per_attack if name != "autoattack"})
 
 
+def eps_label(eps: float | None) -> str:
+    """The budget as written in tables and file names; None is an unbounded (minimisation) attack."""
+    return "unbounded" if eps is None else f"{eps:g}"
+
+
 def table_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells shared by every renderer."""
     attacks = _attack_names(entries)
@@ -101,7 +150,7 @@ def table_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
               "robust % (worst case)", "certified %"] + [f"{a} %" for a in attacks] + ["time s", "flags"]
     rows = []
     for e in entries:
-        rows.append([str(e.rank), e.model, e.defense, e.dataset, e.threat_model, "" if e.eps is None else f"{e.eps:g}",
+        rows.append([str(e.rank), e.model, e.defense, e.dataset, e.threat_model, eps_label(e.eps),
                      str(e.n), _pct(e.clean_acc), _pct(e.autoattack_acc), _pct(e.robust_acc), _pct(e.certified_acc)]
                     + [_pct(e.per_attack.get(a)) for a in attacks] + [f"{e.time_s:.1f}", "; ".join(e.flags)])
     return header, rows

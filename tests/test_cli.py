@@ -17,7 +17,7 @@ def rbl(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.Compl
     flags = [o for o in overrides if o.startswith("-")]  # Hydra flags (-m) go before the overrides
     overrides = tuple(o for o in overrides if not o.startswith("-"))
     cmd = [sys.executable, "-m", "robustbench_local.cli", *flags, f"results.url=sqlite:///{tmp_path}/r.db",
-           f"results.state_dir={tmp_path}/state", f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi",
+           f"results.state_dir={tmp_path}/state", f"results.spool={tmp_path}/spool.jsonl", f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi",
            "progress=false", *overrides]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=dict(os.environ), timeout=600)
     if check and proc.returncode != 0:
@@ -31,7 +31,8 @@ def test_evaluate_writes_a_row_and_the_leaderboard_reads_it(tmp_path, digits_cnn
     assert len(rows) == 1
     m = rows[0]["metrics"]
     assert m["n"] == 60 and m["clean_acc"] >= 0.9
-    assert m["robust_acc"] <= m["attacks"]["pgd"]["robust_acc"] <= m["clean_acc"]
+    (pgd,) = [a for a in m["attacks"].values() if a["name"] == "pgd"]
+    assert m["robust_acc"] <= pgd["robust_acc"] <= m["clean_acc"]
     rbl(tmp_path, "attack=pgd", "dataset.n_test=60")  # same config again: no duplicate row
     assert len(ResultsStore(f"sqlite:///{tmp_path}/r.db").rows()) == 1
     board = rbl(tmp_path, "task=leaderboard", f"task.html={tmp_path}/lb.html").stdout
@@ -60,4 +61,6 @@ def test_bad_configs_fail_before_work_with_a_clear_message(tmp_path, overrides, 
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "r.db").exists()  # nothing ran, nothing recorded
+    db = tmp_path / "r.db"  # the store is opened (and checked) before any work, so the file may exist
+    assert not db.exists() or ResultsStore(f"sqlite:///{db}").rows() == []  # nothing ran, nothing recorded
+    assert not (tmp_path / "state").exists()

@@ -22,7 +22,7 @@ def _ctx(cfg, out: Path) -> TaskContext:
 def test_task_records_poisoning_rows_and_writes_figures(tmp_path):
     cfg = _cfg("task.n_train=200", "dataset.n_test=100", "task.victim.epochs=1", "task.mixes=[0.5,1.0]",
                "task.trainings=[erm,l2_at]", "task.victim.steps=1", "progress=false")
-    rows = run(cfg, _ctx(cfg, tmp_path))
+    rows = list(run(cfg, _ctx(cfg, tmp_path)))
     # per training recipe: mix 0.5, mix 1.0 and the one-kernel control
     assert len(rows) == 6
     assert {r.kind for r in rows} == {"poisoning"}
@@ -33,11 +33,12 @@ def test_task_records_poisoning_rows_and_writes_figures(tmp_path):
         assert 0 <= m["clean_trained_acc"] <= 1 and 0 <= m["poisoned_trained_acc"] <= 1
         assert m["drop"] == pytest.approx(m["clean_trained_acc"] - m["poisoned_trained_acc"])
         assert m["n_train"] == 200 and m["n_test"] == 100
-        assert r.config["cuda"]["mix"] in (0.5, 1.0) and r.config["victim"]["architecture"] == "cnn_bn_small"
+        assert r.config["run"]["cuda"]["mix"] in (0.5, 1.0)
+        assert r.config["run"]["victim"]["architecture"] == "cnn_bn_small"
     # rows of one recipe share one clean baseline
     erm = [r.metrics["clean_trained_acc"] for r in rows if r.defense == "none"]
     assert len(set(erm)) == 1
-    for name in ("cuda_accuracy_vs_mix.png", "cuda_clean_vs_poisoned.png", "cuda_table.md", "cuda_results.jsonl"):
+    for name in ("cuda_accuracy_vs_mix.png", "cuda_clean_vs_poisoned.png", "cuda_table.md"):
         assert (tmp_path / name).stat().st_size > 0, name
     released = load_poisoned(tmp_path / "cuda_digits_train.npz")
     assert released.images.x.shape == (200, 1, 8, 8) and int(released.images.poisoned.sum()) == 200
@@ -53,4 +54,4 @@ def test_task_records_poisoning_rows_and_writes_figures(tmp_path):
 def test_task_rejects_bad_config_with_a_clear_error(tmp_path, override, message):
     cfg = _cfg(override, "task.trainings=[erm,l2_at]" if "trainings" not in override else "seed=0")
     with pytest.raises(ConfigError, match=message):
-        run(cfg, _ctx(cfg, tmp_path))
+        list(run(cfg, _ctx(cfg, tmp_path)))

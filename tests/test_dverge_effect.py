@@ -9,6 +9,7 @@ import torch
 from attacks.transfer.attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.transferability import mean_off_diagonal, transferability_matrix
+from robustbench_local.core.threat import ThreatModel
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo import load_model
 from robustbench_local.zoo.recipes import Recipe, register_recipe
@@ -59,7 +60,8 @@ def test_dverge_resists_transfer_attacks_at_equal_clean_accuracy(models, test_da
     torch.manual_seed(0)
     attacks = default_transfer_attacks(steps=10, restarts=1)
     adv = craft_transfer_examples({"surrogate": models["surrogate"]}, test_data.x, test_data.y, EPS, attacks)
-    res = {k: transfer_accuracy(models[k], test_data.x, test_data.y, adv) for k in ("baseline", "dverge")}
+    threat = ThreatModel("Linf", EPS)
+    res = {k: transfer_accuracy(models[k], test_data.x, test_data.y, adv, threat) for k in ("baseline", "dverge")}
     assert abs(res["dverge"]["clean"] - res["baseline"]["clean"]) <= 0.03, res
     assert res["baseline"]["clean"] > 0.85, res
     # Robust = survives every transfer attack from the hold-out ensemble.
@@ -79,12 +81,12 @@ def test_dverge_eval_task_records_ensemble_rows(models, tmp_path) -> None:
     task = OmegaConf.load("conf/task/dverge_eval.yaml")
     task.merge_with({"n_eval": 60, "surrogates": ["test_surrogate_ens3"], "eps": [EPS], "steps": 3, "restarts": 1,
                      "transferability": {"eps": EPS, "steps": 3, "restarts": 1, "n": 30}})
-    cfg = OmegaConf.create({"task": task, "dataset": {"name": "mnist", "n_test": None, "size": None},
+    cfg = OmegaConf.create({"task": task, "dataset": {"name": "mnist", "root": None, "n_test": None, "size": None},
                             "model": {"name": "test_dverge_ens3"}, "defense": {"name": "none", "wrapper": None},
                             "threat": {"norm": "Linf", "eps": EPS}, "seed": 0, "device": "cpu",
                             "batch_size": 500, "cache_dir": None})
     ctx = TaskContext.from_config(cfg, tmp_path)
-    rows = run(cfg, ctx)
+    rows = list(run(cfg, ctx))
     assert [r.kind for r in rows] == ["ensemble", "ensemble"]
     transfer, matrix = rows
     assert transfer.eps == EPS and 0 <= transfer.metrics["transfer_acc"] <= transfer.metrics["clean_acc"] <= 1
@@ -98,4 +100,4 @@ def test_dverge_eval_task_records_ensemble_rows(models, tmp_path) -> None:
     store.close()
     cfg.model.name = "standard_cnn"
     with pytest.raises(ConfigError, match="needs an ensemble model"):
-        run(cfg, ctx)
+        list(run(cfg, ctx))

@@ -6,23 +6,26 @@ import multiprocessing as mp
 import pytest
 
 from robustbench_local.results import ResultRow, ResultsStore
+from result_rows import evasion_row  # tests/ is on sys.path (pytest rootdir import mode)
+
+# robust accuracy -> a 4-example mask with that share
+_MASKS = {0.25: "1000", 0.5: "1100", 0.75: "1110"}
 
 
-def _row(i: int, acc: float = 0.5, **kw) -> ResultRow:
-    return ResultRow(kind="evasion", dataset="digits", model=f"m{i}", attack="pgd", threat_model="Linf", eps=0.1,
-                     metrics={"clean_acc": 0.9, "robust_acc": acc}, config={"i": i}, **kw)
+def _row(i: int, acc: float = 0.5) -> ResultRow:
+    return evasion_row(f"m{i}", {"pgd#1": _MASKS[acc]}, i=i)
 
 
 def test_writes_are_idempotent_by_config_hash(tmp_path):
     store = ResultsStore(f"sqlite:///{tmp_path}/r.db")
     key = store.record(_row(1, 0.5))
-    assert store.record(_row(1, 0.4)) == key  # same config: replaces, never duplicates
+    assert store.record(_row(1, 0.25)) == key  # same config: replaces, never duplicates
     store.record(_row(2))
     rows = store.rows(dataset="digits")
     assert len(rows) == 2
-    assert [r["metrics"]["robust_acc"] for r in rows if r["model"] == "m1"] == [0.4]
+    assert [r["metrics"]["robust_acc"] for r in rows if r["model"] == "m1"] == [0.25]
     assert rows[0]["versions"]["torch"].startswith("2.13")
-    assert store.rows(model="m2")[0]["config"] == {"i": 2}
+    assert store.rows(model="m2")[0]["config"]["i"] == 2
     with pytest.raises(KeyError, match="unknown results column"):
         store.rows(colour="red")
 

@@ -56,7 +56,7 @@ def test_postgres_store_is_idempotent_and_loses_no_rows_under_concurrency(postgr
     run_writers(postgres_url, workers=4, rows_each=30)
     store = ResultsStore(postgres_url)
     assert len(store.rows()) == 4 * 30
-    store.record(_row(0, 0.1))  # same config hash as writer 0's first row: replaced, not added
+    store.record(_row(0, 0.25))  # same config hash as writer 0's first row: replaced, not added
     assert len(store.rows()) == 4 * 30
-    assert store.rows(model="m0")[0]["metrics"]["robust_acc"] == 0.1
+    assert store.rows(model="m0")[0]["metrics"]["robust_acc"] == 0.25
     store.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -178,10 +178,9 @@ def evaluate_cuda(train: DataSplit, test: DataSplit, cuda: CudaConfig, victim: V
 
 def sweep(train: DataSplit, test: DataSplit, cuda: CudaConfig, victims: list[VictimConfig],
           mixes: tuple[float, ...] = (1.0,), same_control: bool = True, oracle: bool = True,
-          on_result: Any = None, progress: bool = False) -> list[CudaEvalResult]:
+          progress: bool = False) -> Iterator[CudaEvalResult]:
     """The paper's grid: for each victim recipe one clean baseline, then CUDA at every mix and the
-    one-kernel control (at mix 1). ``on_result(result)`` is called as each result arrives."""
-    results: list[CudaEvalResult] = []
+    one-kernel control (at mix 1), each result yielded as soon as it is measured."""
     for victim in victims:
         baseline = clean_baseline(train, test, victim, progress)
         configs = [CudaConfig(cuda.kernel_size, cuda.blur, float(m), cuda.key, False) for m in mixes]
@@ -190,10 +189,7 @@ def sweep(train: DataSplit, test: DataSplit, cuda: CudaConfig, victims: list[Vic
         for cfg in configs:
             result = evaluate_cuda(train, test, cfg, victim, baseline=baseline, oracle=oracle, progress=progress)
             result.extra["clean_baseline_time_s"] = baseline.time_s
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    return results
+            yield result
 
 
 def result_label(result: CudaEvalResult) -> str:

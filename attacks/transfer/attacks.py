@@ -18,6 +18,7 @@ from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
 from attacks.adapters.foolbox_adapter import FoolboxAttack
+from robustbench_local.core.remeasure import remeasure
 from robustbench_local.core.threat import Norm, ThreatModel
 
 
@@ -156,18 +157,19 @@ def craft_transfer_examples(surrogates: dict[str, nn.Module], x: torch.Tensor, y
 
 @torch.no_grad()
 def transfer_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: dict[str, torch.Tensor],
-                      batch_size: int = 500) -> dict[str, float]:
-    """Clean accuracy, accuracy under each transferred set, and under all of them (robust = survives every one)."""
+                      threat: ThreatModel, batch_size: int = 500) -> dict[str, float]:
+    """Clean accuracy, accuracy under each transferred set, and under all of them (robust = survives every one).
+
+    Every transferred example is re-measured against ``model`` within ``threat``; one outside the ball
+    cannot fool the model.
+    """
     model.eval()
-
-    def correct(inp: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model(inp[i:i + batch_size]).argmax(1) for i in range(0, len(inp), batch_size)]) == y
-
-    ok = correct(x)
+    with torch.no_grad():
+        ok = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)]) == y
     res = {"clean": float(ok.float().mean())}
     robust = ok.clone()
     for key, x_adv in adv.items():
-        c = correct(x_adv)
+        c = ok & ~remeasure(model, x, y, x_adv, threat, batch_size=batch_size).success
         res[key] = float(c.float().mean())
         robust &= c
     res["all"] = float(robust.float().mean())

@@ -20,6 +20,8 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import foolbox as fb  # noqa: E402
 
 from robustbench_local.core.figures import plt, save_figure  # noqa: E402
+from robustbench_local.core.remeasure import remeasure  # noqa: E402
+from robustbench_local.core.threat import ThreatModel  # noqa: E402
 from robustbench_local.core.training import predict  # noqa: E402
 
 
@@ -56,6 +58,7 @@ def transferability_matrix(
         raise ValueError("no image is classified correctly by every sub-model; cannot measure transferability")
     k = len(members)
     attack = fb.attacks.LinfPGD(abs_stepsize=eps / 5, steps=steps, random_start=True)
+    threat = ThreatModel("Linf", eps)
     fooled = torch.zeros(k, k, len(x), dtype=torch.bool)
     for i, src in enumerate(members):
         fmodel = fb.PyTorchModel(src, bounds=(0.0, 1.0))
@@ -64,7 +67,7 @@ def transferability_matrix(
             for _ in range(restarts):
                 _, x_adv, _ = attack(fmodel, xb, yb, epsilons=eps)
                 for j, dst in enumerate(members):
-                    fooled[i, j, s:s + len(xb)] |= predict(dst, x_adv) != yb
+                    fooled[i, j, s:s + len(xb)] |= remeasure(dst, xb, yb, x_adv, threat).success
     return fooled.float().mean(-1).numpy(), len(x)
 
 

@@ -1,7 +1,8 @@
 """Training loops for zoo models: plain ERM and PGD adversarial training (Linf or L2)."""
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,30 @@ from tqdm.auto import tqdm
 
 from robustbench_local.core.data import DataSplit
 from robustbench_local.core.threat import Norm, ThreatModel
+
+
+@contextmanager
+def deterministic_training() -> Iterator[None]:
+    """Run the body with one intra-op thread and deterministic algorithms, then restore the caller's settings.
+
+    The thread count changes how CPU kernels (convolutions, matmuls, reductions) split their sums,
+    so the same seed gave different float rounding, hence different weights, with 1 thread (the ``rbl``
+    CLI) and with 2 (the Python default). One thread makes a recipe mean one set of weights.
+    Interop threads are left alone: ``torch.set_num_interop_threads`` may be called only once per
+    process before any parallel work and raises afterwards; the training loops do not use them.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    # Every op of the training loops (ERM, PGD-AT, augmentation, DVERGE distillation) has a
+    # deterministic CPU kernel, so the strict mode is on: a future op without one fails loudly.
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_num_threads(threads)
 
 
 @torch.no_grad()
@@ -87,6 +112,16 @@ def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: flo
                      schedule: str = "onecycle", weight_decay: float = 0.0, augment: bool = False,
                      progress: bool = True) -> nn.Module:
     """Train ``model`` by ERM, or by PGD adversarial training when ``adversarial`` is "Linf" or "L2"."""
+    with deterministic_training():
+        return _train_classifier(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                 adversarial=adversarial, eps=eps, steps=steps, optimizer=optimizer,
+                                 schedule=schedule, weight_decay=weight_decay, augment=augment, progress=progress)
+
+
+def _train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: float, batch_size: int, seed: int,
+                      adversarial: str | None, eps: float, steps: int, optimizer: str, schedule: str,
+                      weight_decay: float, augment: bool, progress: bool) -> nn.Module:
+    # The loop of train_classifier, run under deterministic_training().
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     threat = ThreatModel(Norm(adversarial), eps) if adversarial else None

@@ -9,11 +9,13 @@ the torch model itself (float32) misclassifies inside the ball, otherwise it is 
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from robustbench_local.core.remeasure import remeasure
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.core.threat import ThreatModel
@@ -58,10 +60,7 @@ def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Th
         times[i] = t
         if status == "violated":
             xc = torch.from_numpy(np.asarray(cex)).float().reshape(1, *x.shape[1:])
-            inside = bool(threat.contains(x[i:i + 1], xc, tol=1e-5)[0])
-            with torch.no_grad():
-                wrong = int(model(xc).argmax(1)[0]) != int(y[i])
-            if not (inside and wrong):
+            if not bool(remeasure(model, x[i:i + 1], y[i:i + 1], xc, threat).success[0]):
                 status, reason = "unknown", "counterexample not confirmed by the float32 torch model"
         statuses[i], reasons[i] = status, reason
     n = len(x)
@@ -72,21 +71,19 @@ def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Th
             "mean_time_s": float(np.mean([t for t in times if t > 0])) if any(times) else 0.0}
 
 
-def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
+def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     """Certify ``cfg.model`` on the first ``task.n`` (default ``dataset.n_test``) test points at ``cfg.threat``."""
     tc = cfg.task
     threat = ThreatModel(cfg.threat.norm, cfg.threat.eps)
-    n = tc.get("n") if tc.get("n") is not None else cfg.dataset.get("n_test")
+    n = tc.n if tc.n is not None else cfg.dataset.n_test
     data = ctx.load_data("test", n=n)
     model = ctx.load_model().float().eval()
     start = time.perf_counter()
-    metrics = certify(model, data.x, data.y, threat, timeout=float(tc.get("timeout", 30)),
-                      method=str(tc.get("method", "auto")), workers=int(tc.get("workers", 2)), seed=int(cfg.seed))
-    config = {"dataset": OmegaConf.to_container(cfg.dataset), "model": OmegaConf.to_container(cfg.model),
-              "defense": OmegaConf.to_container(cfg.defense), "threat": OmegaConf.to_container(cfg.threat),
-              "task": OmegaConf.to_container(tc), "seed": cfg.seed}
+    metrics = certify(model, data.x, data.y, threat, timeout=tc.timeout,
+                      method=tc.method, workers=tc.workers, seed=cfg.seed)
+    config = ctx.run_config("dataset", "model", "defense", "threat", "task", "seed")
     print(f"certified {metrics['holds']}/{metrics['n']} (violated {metrics['violated']}, unknown {metrics['unknown']}) "
           f"at {threat.norm.value} eps={threat.eps}")
-    return [ResultRow(kind="certification", dataset=cfg.dataset.name, model=cfg.model.name, attack="verify",
-                      metrics=metrics, config=config, defense=ctx.defense_name, threat_model=threat.norm.value,
-                      eps=threat.eps, seed=cfg.seed, time_s=time.perf_counter() - start)]
+    yield ResultRow(kind="certification", dataset=cfg.dataset.name, model=cfg.model.name, attack="verify",
+                    metrics=metrics, config=config, defense=ctx.defense_name, threat_model=threat.norm.value,
+                    eps=threat.eps, seed=cfg.seed, time_s=time.perf_counter() - start)

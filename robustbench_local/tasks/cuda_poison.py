@@ -7,50 +7,45 @@ vs mix plot, the clean vs poisoned image grid, the poisoned training set (.npz),
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Iterator
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from attacks.cuda.dataset_io import poison_split, save_poisoned
 from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep
 from attacks.cuda.plots import plot_accuracy_vs_mix, plot_image_grid
 from attacks.cuda.unlearnable import CudaConfig
+from robustbench_local.config_schema.tasks import CUDA_TRAININGS
+from robustbench_local.core.io import atomic_write_text
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 
-TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
-_VICTIM_KEYS = ("architecture", "epochs", "lr", "batch_size", "optimizer", "weight_decay", "schedule", "steps")
-
-
-def _require(tcfg: DictConfig, key: str):  # noqa: ANN202 - any config value
-    if key not in tcfg or tcfg[key] is None:
-        raise ConfigError(f"task.{key} is missing: see conf/task/cuda_poison.yaml")
-    return tcfg[key]
+TRAININGS = CUDA_TRAININGS   # training name -> adversarial-training norm, as the schema allows
 
 
 def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimConfig], tuple[float, ...]]:
     """Turn the task config into the poison config, the victim recipes and the mixes (ConfigError if bad)."""
-    cuda_cfg, victim_cfg = _require(tcfg, "cuda"), _require(tcfg, "victim")
-    trainings, augments, mixes = _require(tcfg, "trainings"), _require(tcfg, "augment"), _require(tcfg, "mixes")
+    trainings, v = list(tcfg.trainings), tcfg.victim
     unknown = [t for t in trainings if t not in TRAININGS]
     if unknown or not trainings:
-        raise ConfigError(f"task.trainings must be a non-empty list from {sorted(TRAININGS)}, got {list(trainings)}")
-    at_eps = tcfg.get("at_eps", {}) or {}
+        raise ConfigError(f"task.trainings must be a non-empty list from {sorted(TRAININGS)}, got {trainings}")
     try:
-        cuda = CudaConfig(kernel_size=cuda_cfg.kernel_size, blur=cuda_cfg.blur, mix=1.0, key=cuda_cfg.key)
-        mixes = tuple(float(m) for m in mixes)
+        cuda = CudaConfig(kernel_size=tcfg.cuda.kernel_size, blur=tcfg.cuda.blur, mix=1.0, key=tcfg.cuda.key)
+        mixes = tuple(float(m) for m in tcfg.mixes)
         for m in mixes:
             CudaConfig(cuda.kernel_size, cuda.blur, m, cuda.key)  # validates mix
-        base = {k: victim_cfg[k] for k in _VICTIM_KEYS if k in victim_cfg}
         victims = []
         for training in trainings:
             norm = TRAININGS[training]
-            if norm is not None and at_eps.get(norm) is None:
+            eps = tcfg.at_eps[norm] if norm is not None else 0.0
+            if eps is None:
                 raise ConfigError(f"task.at_eps.{norm} is missing: {training} needs an eps")
-            for augment in augments:
-                victims.append(VictimConfig(**base, adversarial=norm, eps=float(at_eps[norm]) if norm else 0.0,
-                                            augment=bool(augment), seed=seed))
+            for augment in tcfg.augment:
+                victims.append(VictimConfig(architecture=v.architecture, epochs=v.epochs, lr=v.lr,
+                                            batch_size=v.batch_size, optimizer=v.optimizer,
+                                            weight_decay=v.weight_decay, schedule=v.schedule, steps=v.steps,
+                                            adversarial=norm, eps=float(eps), augment=bool(augment), seed=seed))
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
@@ -60,7 +55,7 @@ def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimC
     return cuda, victims, mixes
 
 
-def to_row(result: CudaEvalResult, seed: int) -> ResultRow:
+def to_row(result: CudaEvalResult, seed: int, config: dict) -> ResultRow:
     """One results row: clean-trained acc, poisoned-trained acc, drop (and the rest of the metrics)."""
     v = result.victim
     defense = ("none" if v.adversarial is None else f"{v.adversarial}-AT") + ("+augment" if v.augment else "")
@@ -68,38 +63,31 @@ def to_row(result: CudaEvalResult, seed: int) -> ResultRow:
                      attack="cuda_one_kernel_control" if result.cuda.same else "cuda",
                      defense=defense, threat_model=v.adversarial or "none",
                      eps=v.eps if v.adversarial else None, seed=seed, metrics=result.metrics(),
-                     config=result.config(), time_s=result.time_s)
+                     config=config, time_s=result.time_s)
 
 
-def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
-    """Run the CUDA poison-then-train grid configured in ``cfg.task``."""
+def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
+    """Run the CUDA poison-then-train grid configured in ``cfg.task``; one row per poisoned run, as it ends."""
     tcfg = cfg.task
     cuda, victims, mixes = build_configs(tcfg, ctx.seed)
-    train = ctx.load_data("train", n=tcfg.get("n_train"))
-    test = ctx.load_data("test", n=cfg.dataset.get("n_test"))
+    train = ctx.load_data("train", n=tcfg.n_train)
+    test = ctx.load_data("test", n=cfg.dataset.n_test)
     out = Path(ctx.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     released = poison_split(train, CudaConfig(cuda.kernel_size, cuda.blur, max(mixes), cuda.key))
-    if tcfg.get("save_poisoned", True):
+    if tcfg.save_poisoned:
         save_poisoned(out / f"cuda_{train.name}_train.npz", released)
     full = released if max(mixes) == 1.0 else poison_split(train, cuda)
     plot_image_grid(train, full.images, out / "cuda_clean_vs_poisoned.png")
 
-    controls = bool(tcfg.get("controls", True))
-    log = out / "cuda_results.jsonl"
-
-    def on_result(result: CudaEvalResult) -> None:
-        with open(log, "a") as fh:  # partial progress survives an interrupted grid
-            fh.write(json.dumps({"config": result.config(), "metrics": result.metrics()}) + "\n")
-
-    results = sweep(train, test, cuda, victims, mixes=mixes, same_control=controls, oracle=controls,
-                    on_result=on_result, progress=bool(cfg.get("progress", False)))
+    results = []
+    for result in sweep(train, test, cuda, victims, mixes=mixes, same_control=tcfg.controls, oracle=tcfg.controls,
+                        progress=cfg.progress):
+        results.append(result)
+        # Recorded as each run ends, so an interrupted grid keeps what it measured.
+        yield to_row(result, ctx.seed, ctx.run_config("task", "seed", run=result.config()))
     plot_accuracy_vs_mix(results, out / "cuda_accuracy_vs_mix.png")
     table = format_table(results)
-    (out / "cuda_table.md").write_text(table + "\n")
+    atomic_write_text(out / "cuda_table.md", table + "\n")
     print(table)
-    rows = [to_row(r, ctx.seed) for r in results]
-    for row in rows:
-        row.config["task"] = OmegaConf.to_container(tcfg, resolve=True)
-    return rows

@@ -9,18 +9,18 @@ same zoo model; this task records kind="ensemble" rows:
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
+from typing import Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from attacks.transfer.attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
+from robustbench_local.core.io import atomic_write, sha256_json
+from robustbench_local.core.threat import ThreatModel
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.zoo import get_recipe, load_model
@@ -29,13 +29,12 @@ from robustbench_local.zoo.cache import default_cache_dir
 
 def _eps_list(cfg: DictConfig) -> list[float]:
     t = cfg.task
-    if t.get("eps") is not None:
+    if t.eps is not None:
         return [float(e) for e in t.eps]
-    by_ds = t.get("eps_by_dataset") or {}
-    if cfg.dataset.name not in by_ds:
+    if cfg.dataset.name not in t.eps_by_dataset:
         raise ConfigError(f"task.eps is null and task.eps_by_dataset has no entry for {cfg.dataset.name!r}; "
-                          f"set +task.eps=[...]")
-    return [float(e) for e in by_ds[cfg.dataset.name]]
+                          f"set task.eps=[...]")
+    return [float(e) for e in t.eps_by_dataset[cfg.dataset.name]]
 
 
 def _cached_transfer_examples(cfg: DictConfig, ctx: TaskContext, surrogates: dict, data, eps: float) -> dict:
@@ -43,59 +42,53 @@ def _cached_transfer_examples(cfg: DictConfig, ctx: TaskContext, surrogates: dic
     so every evaluated model of a data set reuses it (tensors only, loaded with weights_only=True)."""
     t = cfg.task
     ident = {"dataset": cfg.dataset.name, "n": len(data), "eps": eps, "steps": int(t.steps),
-             "restarts": int(t.restarts), "seed": int(cfg.seed), "size": cfg.dataset.get("size"),
+             "restarts": int(t.restarts), "seed": int(cfg.seed), "size": cfg.dataset.size,
              "surrogates": {s: get_recipe(s, cfg.dataset.name).hash() for s in surrogates}}
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+    key = sha256_json(ident)[:20]
     path = Path(ctx.cache_dir or default_cache_dir()) / "dverge_transfer" / f"{cfg.dataset.name}-{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     torch.manual_seed(cfg.seed)
     attacks = default_transfer_attacks(steps=int(t.steps), restarts=int(t.restarts))
     adv = craft_transfer_examples(surrogates, data.x, data.y, eps, attacks, batch_size=ctx.batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(adv, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(adv, tmp))
     return adv
 
 
-def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
+def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     """Transfer-attack accuracy per eps and the transferability matrix of ``cfg.model``."""
     t = cfg.task
     model = ctx.load_model()
     if not isinstance(model, Ensemble):
         raise ConfigError(f"task=dverge_eval needs an ensemble model (e.g. model=dverge_ens3_cnn); "
                           f"{cfg.model.name!r} is a {type(model).__name__}")
-    n = t.get("n_eval") or cfg.dataset.get("n_test")
+    n = t.n_eval if t.n_eval is not None else cfg.dataset.n_test
     data = ctx.load_data("test", n=n)
     surrogate_names = list(t.surrogates)
     if cfg.model.name in surrogate_names:
         raise ConfigError(f"model {cfg.model.name!r} is also listed as a surrogate; transfer needs hold-out models")
     surrogates = {s: load_model(s, cfg.dataset.name, threat_model=None, cache_dir=ctx.cache_dir,
                                 data_root=ctx.data_root) for s in surrogate_names}
-    base_cfg = {"dataset": OmegaConf.to_container(cfg.dataset), "model": OmegaConf.to_container(cfg.model),
-                "task": OmegaConf.to_container(t), "seed": cfg.seed}
-    rows: list[ResultRow] = []
     for eps in _eps_list(cfg):
         start = time.perf_counter()
         adv = _cached_transfer_examples(cfg, ctx, surrogates, data, eps)
-        metrics = transfer_accuracy(model, data.x, data.y, adv)
-        metrics = {"clean_acc": metrics.pop("clean"), "transfer_acc": metrics.pop("all"), "per_attack": metrics,
-                   "n": len(data)}
-        rows.append(ResultRow(kind="ensemble", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
-                              attack="transfer:" + "+".join(surrogate_names), threat_model="Linf", eps=eps,
-                              seed=cfg.seed, metrics=metrics, config={**base_cfg, "eps": eps, "part": "transfer"},
-                              time_s=time.perf_counter() - start))
+        metrics = transfer_accuracy(model, data.x, data.y, adv, ThreatModel("Linf", eps))
+        metrics = {"part": "transfer", "clean_acc": metrics.pop("clean"), "transfer_acc": metrics.pop("all"),
+                   "per_attack": metrics, "n": len(data)}
+        yield ResultRow(kind="ensemble", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
+                        attack="transfer:" + "+".join(surrogate_names), threat_model="Linf", eps=eps,
+                        seed=cfg.seed, metrics=metrics, time_s=time.perf_counter() - start,
+                        config=ctx.run_config("dataset", "model", "task", "seed", eps=eps, part="transfer"))
     tr = t.transferability
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     matrix, used = transferability_matrix(list(model.members), data.x, data.y, float(tr.eps), steps=int(tr.steps),
-                                          restarts=int(tr.restarts), n=tr.get("n"), batch_size=ctx.batch_size)
+                                          restarts=int(tr.restarts), n=tr.n, batch_size=ctx.batch_size)
     png = plot_transferability(matrix, ctx.output_dir / f"transferability_{cfg.dataset.name}_{cfg.model.name}.png",
                                f"{cfg.model.name} on {cfg.dataset.name}, PGD eps={float(tr.eps)}")
-    rows.append(ResultRow(kind="ensemble", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
-                          attack="transferability_pgd", threat_model="Linf", eps=float(tr.eps), seed=cfg.seed,
-                          metrics={"matrix": matrix.round(4).tolist(), "mean_off_diagonal": mean_off_diagonal(matrix),
-                                   "n": used, "heatmap": str(png)},
-                          config={**base_cfg, "part": "transferability"}, time_s=time.perf_counter() - start))
-    return rows
+    metrics = {"part": "transferability", "matrix": matrix.round(4).tolist(),
+               "mean_off_diagonal": mean_off_diagonal(matrix), "n": used, "heatmap": str(png)}
+    yield ResultRow(kind="ensemble", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
+                    attack="transferability_pgd", threat_model="Linf", eps=float(tr.eps), seed=cfg.seed,
+                    metrics=metrics, config=ctx.run_config("dataset", "model", "task", "seed", part="transferability"),
+                    time_s=time.perf_counter() - start)

@@ -8,6 +8,7 @@ class, retrain, evolve again). Rows have kind="fooling"; a PNG grid of the best 
 from __future__ import annotations
 
 import time
+from typing import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from attacks.black_box import ProbabilityOracle
-from attacks.fooling.cppn import CPPNEncoding, CPPNMutationRates
+from attacks.fooling.cppn import CPPNEncoding
 from attacks.fooling.direct_encoding import DirectEncoding
 from attacks.fooling.gradient_ascent import GradientAscentConfig, gradient_ascent_fooling
 from attacks.fooling.map_elites import Encoding, MapElitesConfig, map_elites_fooling
@@ -51,42 +52,32 @@ def save_fooling_grid(result: FoolingResult, path: Path, class_names: tuple[str,
     return save_figure(fig, path, dpi=110)
 
 
-def _section(t: DictConfig, key: str) -> dict:
-    """`task.<key>` as a plain dict ({} when absent)."""
-    value = t.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, DictConfig):
-        raise ConfigError(f"task.{key} must be a mapping, got {value!r}")
-    return OmegaConf.to_container(value, resolve=True)
-
-
-def _thresholds(t: DictConfig) -> tuple[float, ...]:
-    return tuple(float(v) for v in t.get("thresholds", (0.99, 0.999, 0.9999)))
-
-
 def build_encoding(t: DictConfig, image_shape: tuple[int, int, int]) -> Encoding:
     """Direct or CPPN encoding from the task config (CPPN colour follows the data's channels)."""
-    kind = t.get("encoding", "direct")
-    if kind == "direct":
-        return DirectEncoding(image_shape, float(t.get("mutation_rate", 0.1)), float(t.get("eta_m", 15.0)),
-                              float(t.get("eta_c", 10.0)))
-    if kind == "cppn":
-        try:
-            rates = CPPNMutationRates(**_section(t, "cppn_rates"))
-        except TypeError as err:
-            raise ConfigError(f"task.cppn_rates: {err}") from None
-        return CPPNEncoding(image_shape, rates)
-    raise ConfigError(f"task.encoding must be 'direct' or 'cppn', got {kind!r}")
+    if t.encoding == "direct":
+        return DirectEncoding(image_shape, t.mutation_rate, t.eta_m, t.eta_c)
+    if t.encoding == "cppn":
+        return CPPNEncoding(image_shape, OmegaConf.to_object(t.cppn_rates))
+    raise ConfigError(f"task.encoding must be 'direct' or 'cppn', got {t.encoding!r}")
 
 
 def map_elites_config(t: DictConfig) -> MapElitesConfig:
-    """MapElitesConfig from `task.map_elites` (unknown keys are a config error)."""
-    me = _section(t, "map_elites")
-    try:
-        return MapElitesConfig(**me, thresholds=_thresholds(t), log_every=int(t.get("log_every", 0)))
-    except TypeError as err:
-        raise ConfigError(f"task.map_elites: {err}") from None
+    """MapElitesConfig from `task.map_elites` plus the task-level `thresholds` and `log_every`."""
+    me = t.map_elites
+    return MapElitesConfig(init_size=me.init_size, batch_size=me.batch_size, generations=me.generations,
+                           cross_rate=me.cross_rate, max_evaluations=me.max_evaluations,
+                           time_budget_s=me.time_budget_s, stop_confidence=me.stop_confidence,
+                           thresholds=tuple(t.thresholds), log_every=t.log_every)
+
+
+def gradient_ascent_config(t: DictConfig) -> GradientAscentConfig:
+    """GradientAscentConfig from `task.gradient_ascent` plus the task-level `thresholds`."""
+    ga = t.gradient_ascent
+    return GradientAscentConfig(steps=ga.steps, objective=ga.objective, lr_policy=ga.lr_policy, lr=ga.lr,
+                                max_lr=ga.max_lr, max_step_rms=ga.max_step_rms, early_prog=ga.early_prog,
+                                late_prog_mult=ga.late_prog_mult, decay=ga.decay, blur_radius=ga.blur_radius,
+                                blur_every=ga.blur_every, start=ga.start, stop_confidence=ga.stop_confidence,
+                                thresholds=tuple(t.thresholds))
 
 
 def per_class_table(metrics: dict, classes: tuple[int, ...], class_names: tuple[str, ...], title: str) -> str:
@@ -122,29 +113,24 @@ def _describe(result: FoolingResult, ctx: TaskContext, test, name: str, class_na
     return metrics
 
 
-def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
-    """Run the fooling-image search configured in `cfg.task` and return one row per result."""
+def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
+    """Run the fooling-image search configured in `cfg.task`; one row per result, yielded as it is found."""
     t = cfg.task
-    method = t.get("method")
+    method = t.method
     if method not in METHODS:
         raise ConfigError(f"task.method must be one of {METHODS}, got {method!r}")
     test = ctx.load_data("test")
     model = ctx.load_model()
     shape = tuple(test.x.shape[1:])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
-    base = {"task": OmegaConf.to_container(t, resolve=True), "dataset": cfg.dataset.name,
-            "model": cfg.model.name, "seed": ctx.seed}
+    base = ctx.run_config("dataset", "model", "defense", "task", "seed")
     row = dict(kind="fooling", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
                seed=ctx.seed)
     start = time.perf_counter()
 
     if method == "gradient_ascent":
-        ga = _section(t, "gradient_ascent")
-        center_kind = ga.pop("center", "mean")
-        try:
-            ga_config = GradientAscentConfig(**ga, thresholds=_thresholds(t))
-        except TypeError as err:
-            raise ConfigError(f"task.gradient_ascent: {err}") from None
+        ga_config = gradient_ascent_config(t)
+        center_kind = t.gradient_ascent.center
         if center_kind == "mean":
             center = ctx.load_data("train").x.mean(dim=0)     # reference: decay toward the mean image
         elif isinstance(center_kind, (int, float)):
@@ -154,33 +140,28 @@ def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
         result = gradient_ascent_fooling(model, test.num_classes, shape, ga_config, seed=ctx.seed, center=center)
         name = result.method
         metrics = _describe(result, ctx, test, name, test.class_names)
-        return [ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)]
+        yield ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)
+        return
 
     encoding = build_encoding(t, shape)
     me_config = map_elites_config(t)
-    log = print if t.get("log_every", 0) else None
+    log = print if t.log_every else None
     if method == "map_elites":
         oracle = ProbabilityOracle(model, batch_size=ctx.batch_size)
         result = map_elites_fooling(oracle, encoding, test.num_classes, me_config, seed=ctx.seed)
         name = result.method
         metrics = _describe(result, ctx, test, name, test.class_names)
         metrics["oracle_queries"] = oracle.queries
-        return [ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)]
+        yield ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)
+        return
 
-    rt = _section(t, "retraining")
-    epochs = rt.pop("epochs", None)
-    try:
-        rt_config = RetrainingConfig(**rt)
-    except TypeError as err:
-        raise ConfigError(f"task.retraining: {err}") from None
-    build_fn, train_fn = recipe_trainer(cfg.model.name, cfg.dataset.name, shape, epochs)
+    rt = t.retraining
+    rt_config = RetrainingConfig(rounds=rt.rounds, runs_per_round=rt.runs_per_round, balance=rt.balance)
+    build_fn, train_fn = recipe_trainer(cfg.model.name, cfg.dataset.name, shape, rt.epochs)
     rounds = retraining_experiment(model, ctx.load_data("train"), test, encoding, build_fn, train_fn,
                                    me_config, rt_config, seed=ctx.seed, log=log)
-    rows = []
     for r in rounds:
         name = f"retraining_{r.result.method}"
         metrics = _describe(r.result, ctx, test, f"{name}_round{r.round}", test.class_names)
         metrics.update({k: v for k, v in r.to_metrics().items() if k not in ("confidence",)})
-        rows.append(ResultRow(attack=name, metrics=metrics, config={**base, "round": r.round},
-                              time_s=r.time_s, **row))
-    return rows
+        yield ResultRow(attack=name, metrics=metrics, config={**base, "round": r.round}, time_s=r.time_s, **row)

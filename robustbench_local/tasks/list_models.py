@@ -14,7 +14,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     cache = ctx.cache_dir or default_cache_dir()
     print("| dataset | model | architecture | defense | threat models | cached | description |")
     print("|---|---|---|---|---|---|---|")
-    for r in list_models(cfg.task.get("dataset")):
+    for r in list_models(cfg.task.dataset):
         cached = "yes" if weights_path(r, cache).exists() else "no"
         print(f"| {r.dataset} | {r.name} | {r.architecture} | {r.defense} | {', '.join(r.threat_models)} | {cached} | {r.description} |")
     return []

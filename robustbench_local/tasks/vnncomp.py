@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import csv
 import time
+from typing import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
@@ -27,13 +28,13 @@ def _resolve(path: str) -> Path:
     return p
 
 
-def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
+def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     """Solve the first ``task.limit`` instances of ``task.csv`` with ``task.timeout`` each."""
     tc = cfg.task
     csv_path = _resolve(str(tc.csv))
     start = time.perf_counter()
-    results = run_csv(csv_path, Path(ctx.output_dir) / "vnncomp", workers=int(tc.get("workers", 2)),
-                      timeout_override=tc.get("timeout"), limit=tc.get("limit"))
+    results = run_csv(csv_path, Path(ctx.output_dir) / "vnncomp", workers=tc.workers,
+                      timeout_override=tc.timeout, limit=tc.limit)
     counts = {k: sum(r["result"] == k for r in results) for k in ("sat", "unsat", "timeout", "unknown")}
     metrics: dict = {"n": len(results), **counts, "time_s_total": sum(r["time_s"] for r in results)}
     exp_path = csv_path.parent / "expected.csv"
@@ -45,7 +46,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
                  and want.get(expected.get((Path(r["onnx"]).stem, Path(r["vnnlib"]).stem), ""), r["result"]) != r["result"]]
         metrics["wrong"] = wrong
     metrics["bad_counterexamples"] = sum(r.get("onnxruntime_ok") is False for r in results)
-    config = {"task": OmegaConf.to_container(tc), "seed": cfg.seed}
+    config = ctx.run_config("task", "seed")
     print(f"vnncomp: {metrics}")
-    return [ResultRow(kind="verification", dataset=csv_path.parent.name, model=csv_path.name, attack="verify",
-                      metrics=metrics, config=config, seed=cfg.seed, time_s=time.perf_counter() - start)]
+    yield ResultRow(kind="verification", dataset=csv_path.parent.name, model=csv_path.name, attack="verify",
+                    metrics=metrics, config=config, seed=cfg.seed, time_s=time.perf_counter() - start)

@@ -12,6 +12,8 @@ from torch import nn
 
 from robustbench_local.data import load_dataset
 from robustbench_local.core.architectures import build
+from robustbench_local.core.io import atomic_write, atomic_write_text
+from robustbench_local.core.training import deterministic_training
 from robustbench_local.zoo.recipes import Recipe, ZooError, resolve
 
 
@@ -55,20 +57,22 @@ def load_or_train(recipe: Recipe, cache_dir: Path | None = None, data_root: Path
     # One process trains, concurrent ones wait and then load (pytest-xdist, joblib sweeps).
     with FileLock(str(path) + ".lock"):
         if not path.exists():
-            train = load_dataset(recipe.dataset, "train", root=data_root, n=recipe.params.get("n_train"),
-                                 **_data_options(recipe))
-            torch.manual_seed(recipe.seed)
             token = _ACTIVE_BUILD.set((cache_dir, data_root))
             try:
-                model = resolve(recipe.builder)(recipe, train)
+                # The whole build is pinned, not just train_classifier: builders may train with their own
+                # loops (DVERGE), and the weights must not depend on the caller's thread count.
+                with deterministic_training():
+                    train = load_dataset(recipe.dataset, "train", root=data_root, n=recipe.params.get("n_train"),
+                                         **_data_options(recipe))
+                    torch.manual_seed(recipe.seed)
+                    model = resolve(recipe.builder)(recipe, train)
             finally:
                 _ACTIVE_BUILD.reset(token)
             meta = {"input_shape": list(train.input_shape), "num_classes": train.num_classes}
-            tmp = path.with_suffix(".tmp")
-            torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
-            os.replace(tmp, path)
-            path.with_suffix(".json").write_text(json.dumps({"recipe": recipe.name, "dataset": recipe.dataset,
-                                                             "hash": recipe.hash(), **meta}, indent=1))
+            checkpoint = {"state_dict": model.state_dict(), "meta": meta}
+            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+            atomic_write_text(path.with_suffix(".json"), json.dumps(
+                {"recipe": recipe.name, "dataset": recipe.dataset, "hash": recipe.hash(), **meta}, indent=1))
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     meta = checkpoint["meta"]
     model = construct(recipe, tuple(meta["input_shape"]), int(meta["num_classes"]))

@@ -1,16 +1,18 @@
 """Zoo recipes: what to build and how to train it, hashed to key the weight cache."""
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import pkgutil
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
+from robustbench_local.core.io import sha256_json
+
 # Bump when training code changes in a way that should invalidate cached weights.
-CACHE_FORMAT = 1
+# 2: training runs under core.training.deterministic_training() (one thread, deterministic kernels);
+# weights trained before depended on the caller's torch thread count, so one hash meant several weight sets.
+CACHE_FORMAT = 2
 
 
 class ZooError(LookupError):
@@ -36,7 +38,7 @@ class Recipe:
         """SHA-256 of everything that determines the weights."""
         payload = {k: v for k, v in asdict(self).items() if k not in ("description", "threat_models")}
         payload["cache_format"] = CACHE_FORMAT
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return sha256_json(payload)
 
 
 _REGISTRY: dict[tuple[str, str], Recipe] = {}

@@ -1,4 +1,4 @@
-"""Results database: one row per evaluated configuration, written idempotently through SQLAlchemy."""
+"""Results database: one typed row per evaluated configuration, written idempotently through SQLAlchemy."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, select)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from robustbench_local.core.io import canonical_json, sha256_json
+import robustbench_local.results.schemas  # noqa: F401 - registers the built-in kinds
+from robustbench_local.results.kinds import Metrics, parse_metrics
 
 DEFAULT_URL = "sqlite:///results/rbl.db"
 _VERSIONED = ("robustbench-local", "torch", "numpy", "foolbox", "pyautoattack", "z3-solver", "hydra-core", "SQLAlchemy")
@@ -59,6 +61,19 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.split("@", 1)[0]:
+        user = tail.split("@", 1)[0].split(":", 1)[0]
+        tail = f"{user}:***@{tail.split('@', 1)[1]}"
+    return head + sep + tail
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -87,6 +102,25 @@ class ResultRow:
     status: str = "ok"
     versions: dict = field(default_factory=library_versions)
 
+    def __post_init__(self) -> None:
+        # A row is checked against its kind's schema when it is made, so a task cannot emit a row the
+        # leaderboard would have to guess about.
+        self.typed()
+
+    def typed(self) -> Metrics:
+        """The metrics parsed and validated by the schema of ``kind``."""
+        return parse_metrics(self.kind, self.metrics)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ResultRow":
+        """A row rebuilt from ``to_record()`` output or a store row dict (validated again)."""
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+    def to_record(self) -> dict:
+        """The row as plain JSON-safe data (the spool format)."""
+        return _json_safe(asdict(self))
+
     @property
     def config_hash(self) -> str:
         """Idempotency key: the hash of the config plus the identifying fields."""
@@ -95,14 +129,22 @@ class ResultRow:
         return config_hash({"config": self.config, "ident": ident})
 
 
+class StoreError(RuntimeError):
+    """The results store cannot be opened or written (bad URL, unreachable server, read-only file)."""
+
+
 class ResultsStore:
     """Rows in any SQLAlchemy database; SQLite files are made safe for concurrent writers."""
 
     def __init__(self, url: str = DEFAULT_URL, retries: int = 20) -> None:
         self.url = url
         self.retries = retries
-        self.engine = self._make_engine(url)
-        self._retry(self._create_schema)
+        try:
+            self.engine = self._make_engine(url)
+            self._retry(self._create_schema)
+        except (ArgumentError, NoSuchModuleError, SQLAlchemyError, ImportError, OSError) as err:
+            raise StoreError(f"results.url={_redact(url)}: cannot open the results store: "
+                             f"{_first_line(err)}") from None
 
     def _create_schema(self) -> None:
         with self.engine.begin() as conn:
@@ -145,8 +187,21 @@ class ResultsStore:
                 time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
         raise RuntimeError("unreachable")
 
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can be opened now (called before any work starts)."""
+        def probe() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(select(results_table.c.id).limit(1)).first()
+
+        try:
+            self._retry(probe)
+        except SQLAlchemyError as err:
+            raise StoreError(f"results.url={_redact(self.url)}: the results store is not writable: "
+                             f"{_first_line(err)}") from None
+
     def record(self, row: ResultRow) -> str:
-        """Insert ``row``, or replace the row with the same config hash; returns the hash."""
+        """Validate ``row``, then insert it or replace the row with the same config hash; returns the hash."""
+        row.typed()
         key = row.config_hash
         values = {k: v for k, v in asdict(row).items() if k not in ("metrics", "config", "versions")}
         values.update(config_hash=key, metrics=canonical_json(_json_safe(row.metrics)),

@@ -1,0 +1,345 @@
+"""One schema per ``conf/task/<name>.yaml``; defaults equal the YAML's values.
+
+A class's optional ``check_values(node, key)`` holds the checks one field's range cannot express.
+Mappings keyed by data (attack names, data set names) default to ``{}`` and get their entries from the
+YAML only: OmegaConf merges mappings key by key, so an entry in a schema default could never be removed
+by editing the YAML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+from omegaconf import DictConfig
+
+from attacks.fooling.cppn import CPPNMutationRates
+from robustbench_local.config_schema.root import NORMS
+from robustbench_local.config_schema.rules import fail, join, ranged, section
+from robustbench_local.tasks.base import ConfigError
+
+THRESHOLDS = [0.99, 0.999, 0.9999]
+PROBABILITY = {"ge": 0, "le": 1}
+CONFIDENCE = {"gt": 0, "le": 1}
+
+
+@dataclass
+class EvaluateTask:
+    """``task=evaluate``: robust accuracy under ``attack.attacks``."""
+
+    _target_: str = "robustbench_local.tasks.evaluate.run"
+    print_leaderboard: bool = True
+
+
+@dataclass
+class CertifyTask:
+    """``task=certify``: prove local robustness of test points with verify."""
+
+    _target_: str = "robustbench_local.tasks.certify.run"
+    n: int | None = ranged(None, ge=1)
+    timeout: float = ranged(30.0, gt=0)
+    method: str = ranged("auto", choices=("auto", "bounds", "input_split", "relu_split"))
+    workers: int = ranged(2, ge=1)
+
+
+@dataclass
+class VnncompTask:
+    """``task=vnncomp``: verify the instances of a VNN-COMP CSV."""
+
+    _target_: str = "robustbench_local.tasks.vnncomp.run"
+    csv: str = "../shared/benchmarks/acasxu/instances.csv"
+    timeout: float | None = ranged(60.0, gt=0)
+    limit: int | None = ranged(None, ge=1)
+    workers: int = ranged(2, ge=1)
+
+
+@dataclass
+class LeaderboardTask:
+    """``task=leaderboard``: render the results database."""
+
+    _target_: str = "robustbench_local.tasks.leaderboard.run"
+    dataset: str | None = None
+    threat_model: str | None = None
+    sort_by: str = ranged("robust_acc", choices=("robust_acc", "clean_acc", "autoattack_acc", "certified_acc",
+                                                 "time_s"))
+    csv: str | None = None
+    html: str | None = None
+    json_dir: str | None = None
+
+
+@dataclass
+class ListModelsTask:
+    """``task=list_models``: print the model zoo."""
+
+    _target_: str = "robustbench_local.tasks.list_models.run"
+    dataset: str | None = None
+
+
+@dataclass
+class ImportRowsTask:
+    """``task=import_rows``: load a spool file of rows into the results database."""
+
+    _target_: str = "robustbench_local.tasks.import_rows.run"
+    path: str | None = None   # null: the default spool next to the results DB
+
+
+@dataclass
+class CudaSection:
+    """``task.cuda``: the poison's class kernels."""
+
+    kernel_size: int = ranged(3, ge=3)
+    blur: float = ranged(0.3, gt=0, le=1)
+    key: int = ranged(0, ge=0)
+
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """Even kernels cannot keep the image size with symmetric padding."""
+        if node.kernel_size % 2 == 0:
+            raise fail(join(key, "kernel_size"), "an odd integer >= 3", node.kernel_size)
+
+
+@dataclass
+class AtEpsSection:
+    """``task.at_eps``: adversarial-training budgets per norm."""
+
+    Linf: float | None = ranged(0.0157, gt=0)
+    L2: float | None = ranged(0.25, gt=0)
+
+
+@dataclass
+class VictimSection:
+    """``task.victim``: the training recipe of the clean and the poisoned victim."""
+
+    architecture: str = "cnn_bn_small"
+    epochs: int = ranged(30, ge=1)
+    lr: float = ranged(0.05, gt=0)
+    batch_size: int = ranged(128, ge=1)
+    optimizer: str = ranged("sgd", choices=("sgd", "adam"))
+    weight_decay: float = ranged(0.0005, ge=0)
+    schedule: str = "onecycle"
+    steps: int = ranged(7, ge=1)
+
+
+CUDA_TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
+
+
+@dataclass
+class CudaPoisonTask:
+    """``task=cuda_poison``: CUDA unlearnable data, poison then train."""
+
+    _target_: str = "robustbench_local.tasks.cuda_poison.run"
+    n_train: int | None = ranged(None, ge=1)
+    cuda: CudaSection = section(CudaSection)
+    mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)
+    trainings: List[str] = ranged(["erm"], nonempty=True, choices=tuple(CUDA_TRAININGS))
+    augment: List[bool] = ranged([False], nonempty=True)
+    controls: bool = True
+    at_eps: AtEpsSection = section(AtEpsSection)
+    victim: VictimSection = section(VictimSection)
+    save_poisoned: bool = True
+
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """Every adversarial training listed needs its budget."""
+        for training in node.trainings:
+            norm = CUDA_TRAININGS[training]
+            if norm is not None and node.at_eps[norm] is None:
+                raise fail(join(join(key, "at_eps"), norm), f"> 0 ({join(key, 'trainings')} has {training})", None)
+
+
+@dataclass
+class TransferabilitySection:
+    """``task.transferability``: the sub-models' pairwise PGD transfer matrix."""
+
+    eps: float = ranged(0.1, gt=0, le=1)
+    steps: int = ranged(20, ge=1)
+    restarts: int = ranged(2, ge=1)
+    n: int | None = ranged(300, ge=1)
+
+
+@dataclass
+class DvergeEvalTask:
+    """``task=dverge_eval``: transfer attacks from hold-out ensembles, and the transferability matrix."""
+
+    _target_: str = "robustbench_local.tasks.dverge_eval.run"
+    n_eval: int | None = ranged(500, ge=1)
+    surrogates: List[str] = ranged(["surrogate_ens3_cnn"], nonempty=True)
+    eps: List[float] | None = ranged(None, nonempty=True, gt=0, le=1)
+    eps_by_dataset: Dict[str, List[float]] = ranged({}, gt=0, le=1)   # dataset name -> Linf eps list
+    steps: int = ranged(20, ge=1)
+    restarts: int = ranged(2, ge=1)
+    transferability: TransferabilitySection = section(TransferabilitySection)
+
+
+_COMPARED_KEYS = ("access", "norm", "eps", "attack")
+
+
+@dataclass
+class FeatureGuidedCompareTask:
+    """``task=feature_guided_compare``: the feature-guided game against white- and black-box baselines."""
+
+    _target_: str = "robustbench_local.tasks.feature_guided_compare.run"
+    n_images: int = ranged(20, ge=1)
+    pool: int = ranged(200, ge=1)
+    eps_by_dataset: Dict[str, Dict[str, float]] = ranged({}, ge=0)   # attack -> dataset -> eps
+    # Entries stay untyped so one can be dropped (null) or have a key deleted (~) from the command line.
+    attacks: Dict[str, Any] = ranged({})
+
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """Each entry: known keys, a norm, an eps (null, >= 0 or by_dataset) and an attack spec."""
+        for name, spec in node.attacks.items():
+            where = join(join(key, "attacks"), name)
+            if spec is None:
+                continue
+            if not isinstance(spec, DictConfig):
+                raise fail(where, "a mapping with keys " + ", ".join(_COMPARED_KEYS), spec)
+            unknown = [k for k in spec if k not in _COMPARED_KEYS]
+            if unknown:
+                raise ConfigError(f"{join(where, unknown[0])} is not a key of {where}; its keys are: "
+                                  + ", ".join(_COMPARED_KEYS))
+            if spec.get("norm") not in NORMS:
+                raise fail(join(where, "norm"), "one of " + ", ".join(NORMS), spec.get("norm"))
+            eps = spec.get("eps")
+            if not (eps is None or eps == "by_dataset" or (isinstance(eps, (int, float)) and eps >= 0)):
+                raise fail(join(where, "eps"), "null, a number >= 0 or by_dataset", eps)
+            if not isinstance(spec.get("attack"), DictConfig) or "_target_" not in spec.attack:
+                raise fail(join(where, "attack"), "a mapping with a _target_ building an EvasionAttack",
+                           spec.get("attack"))
+
+
+# --------------------------------------------------------------------------- fooling images
+@dataclass
+class MapElitesSection:
+    """``task.map_elites``: the MAP-Elites search (thresholds and log_every sit at the task level)."""
+
+    init_size: int = ranged(200, ge=1)
+    batch_size: int = ranged(200, ge=2)
+    generations: int = ranged(1000, ge=0)
+    cross_rate: float = ranged(0.5, **PROBABILITY)
+    max_evaluations: int | None = ranged(None, ge=1)
+    time_budget_s: float | None = ranged(300.0, gt=0)
+    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)
+
+
+@dataclass
+class GradientAscentSection:
+    """``task.gradient_ascent``: white-box ascent on the class probability or logit."""
+
+    steps: int = ranged(300, ge=1)
+    objective: str = ranged("prob", choices=("prob", "logit"))
+    lr_policy: str = ranged("progress", choices=("progress", "constant"))
+    lr: float = ranged(0.1, gt=0)
+    max_lr: float = ranged(1.0e12, gt=0)
+    max_step_rms: float | None = ranged(0.05, gt=0)
+    early_prog: float = ranged(0.03, gt=0)
+    late_prog_mult: float = ranged(0.1, gt=0)
+    decay: float = ranged(0.0, ge=0, lt=1)
+    blur_radius: float = ranged(0.0, ge=0)
+    blur_every: int = ranged(1, ge=1)
+    start: str = ranged("uniform", choices=("uniform", "center_plus", "zeros"))
+    # int too: OmegaConf would not turn center=1 into a float inside a Union
+    center: str | int | float = "mean"   # the mean training image, or a grey level
+    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)
+
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """The reference blur limit, and the decay centre: the mean image or a grey level."""
+        if 0 < node.blur_radius < 0.3:
+            raise fail(join(key, "blur_radius"), "0 or >= 0.3", node.blur_radius)
+        center = node.center
+        grey = isinstance(center, (int, float)) and not isinstance(center, bool) and 0 <= center <= 1
+        if center != "mean" and not grey:
+            raise fail(join(key, "center"), "mean or a grey level in [0, 1]", center)
+
+
+@dataclass
+class RetrainingSection:
+    """``task.retraining``: rounds of retraining with an extra fooling class."""
+
+    rounds: int = ranged(2, ge=1)
+    runs_per_round: int = ranged(3, ge=1)
+    balance: bool = True
+    epochs: int | None = ranged(None, ge=1)   # null: the zoo recipe's epochs
+
+
+def _cppn_rates_in_range(node: DictConfig, key: str) -> None:
+    rates = join(key, "cppn_rates")
+    for name, value in node.cppn_rates.items():
+        if name == "weight_eta":
+            if value < 0:
+                raise fail(join(rates, name), ">= 0", value)
+        elif not 0 <= value <= 1:
+            raise fail(join(rates, name), "in [0, 1]", value)
+
+
+_FOOLING = "robustbench_local.tasks.fooling.run"
+
+
+@dataclass
+class FoolingMapElitesDirectTask:
+    """``task=fooling_map_elites_direct``: MAP-Elites with the direct (pixel) encoding."""
+
+    _target_: str = _FOOLING
+    method: str = ranged("map_elites", choices=("map_elites",))
+    encoding: str = ranged("direct", choices=("direct",))
+    mutation_rate: float = ranged(0.1, **PROBABILITY)
+    eta_m: float = ranged(15.0, ge=0)
+    eta_c: float = ranged(10.0, ge=0)
+    map_elites: MapElitesSection = section(MapElitesSection)
+    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
+    log_every: int = ranged(20, ge=0)
+
+
+@dataclass
+class FoolingMapElitesCppnTask:
+    """``task=fooling_map_elites_cppn``: MAP-Elites with the CPPN encoding."""
+
+    _target_: str = _FOOLING
+    method: str = ranged("map_elites", choices=("map_elites",))
+    encoding: str = ranged("cppn", choices=("cppn",))
+    cppn_rates: CPPNMutationRates = section(CPPNMutationRates)
+    map_elites: MapElitesSection = section(lambda: MapElitesSection(cross_rate=0.0))
+    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
+    log_every: int = ranged(20, ge=0)
+
+    check_values = staticmethod(_cppn_rates_in_range)
+
+
+@dataclass
+class FoolingGradientAscentTask:
+    """``task=fooling_gradient_ascent``: one fooling image per class by gradient ascent."""
+
+    _target_: str = _FOOLING
+    method: str = ranged("gradient_ascent", choices=("gradient_ascent",))
+    gradient_ascent: GradientAscentSection = section(GradientAscentSection)
+    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
+    log_every: int = ranged(0, ge=0)
+
+
+@dataclass
+class FoolingRetrainingTask:
+    """``task=fooling_retraining``: evolve, add a fooling class, retrain from scratch, evolve again."""
+
+    _target_: str = _FOOLING
+    method: str = ranged("retraining", choices=("retraining",))
+    encoding: str = ranged("direct", choices=("direct", "cppn"))
+    mutation_rate: float = ranged(0.1, **PROBABILITY)
+    eta_m: float = ranged(15.0, ge=0)
+    eta_c: float = ranged(10.0, ge=0)
+    cppn_rates: CPPNMutationRates = section(CPPNMutationRates)   # used with encoding=cppn
+    retraining: RetrainingSection = section(RetrainingSection)
+    map_elites: MapElitesSection = section(lambda: MapElitesSection(generations=300, time_budget_s=120.0))
+    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
+    log_every: int = ranged(0, ge=0)
+
+    check_values = staticmethod(_cppn_rates_in_range)
+
+
+TASKS: dict[str, type] = {
+    "certify": CertifyTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
+    "evaluate": EvaluateTask, "feature_guided_compare": FeatureGuidedCompareTask,
+    "fooling_gradient_ascent": FoolingGradientAscentTask, "fooling_map_elites_cppn": FoolingMapElitesCppnTask,
+    "fooling_map_elites_direct": FoolingMapElitesDirectTask, "fooling_retraining": FoolingRetrainingTask,
+    "import_rows": ImportRowsTask, "leaderboard": LeaderboardTask, "list_models": ListModelsTask,
+    "vnncomp": VnncompTask,
+}
