@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 
 class AttackError(ValueError):

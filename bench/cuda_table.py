@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep  # noqa: E402
 from attacks.cuda.unlearnable import CudaConfig  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
-from robustbench_local.core.io import canonical_json  # noqa: E402
+from rbl_core.io import canonical_json  # noqa: E402
 
 NORMS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
 # AT budgets for images in [0, 1]: CIFAR 4/255 (the paper's CIFAR AT), L2 0.25; MNIST the usual 0.1 / 1.0

@@ -14,7 +14,7 @@ from defenses.dverge.training import DvergeConfig, train_dverge
 from robustbench_local.zoo.recipes_dverge import construct_ensemble
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo.recipes import Recipe
-from robustbench_local.core.training import train_classifier
+from rbl_core.training import train_classifier
 
 
 def main() -> None:

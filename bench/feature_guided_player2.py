@@ -15,7 +15,7 @@ import torch
 
 from attacks.feature_guided.attack import FeatureGuidedAttack
 from robustbench_local.data import load_dataset
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 from robustbench_local.zoo import load_model
 
 

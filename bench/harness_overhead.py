@@ -17,7 +17,7 @@ from pyautoattack import AutoAttack  # noqa: E402
 from attacks.adapters.autoattack_adapter import AutoAttackAdapter, _reset_dynamic_check  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
 from robustbench_local.evaluation import evaluate  # noqa: E402
-from robustbench_local.core.threat import ThreatModel  # noqa: E402
+from rbl_core.threat import ThreatModel  # noqa: E402
 from robustbench_local.zoo import load_model  # noqa: E402
 
 

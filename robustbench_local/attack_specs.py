@@ -9,8 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from attacks.base import EvasionAttack
-from robustbench_local.core.io import sha256_json
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.io import sha256_json
+from rbl_core.threat import ThreatModel
 from robustbench_local.tasks.base import ConfigError
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustbench_local.core.data import DataError, DataSplit
+from rbl_core.data import DataError, DataSplit
 
 __all__ = ["DataError", "DataSplit", "DATASETS", "load_dataset", "default_data_root"]
 

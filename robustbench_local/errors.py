@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from attacks.base import AttackError
 from robustbench_local.data import DataError
-from robustbench_local.core.sanity import ModelCheckError
+from rbl_core.sanity import ModelCheckError
 from robustbench_local.results import StoreError
 from robustbench_local.tasks.base import ConfigError
-from robustbench_local.core.threat import ThreatModelError
-from robustbench_local.core.architectures import ArchitectureError
+from rbl_core.threat import ThreatModelError
+from rbl_core.architectures import ArchitectureError
 from robustbench_local.zoo.recipes import ZooError
 
 USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,

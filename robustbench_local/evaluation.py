@@ -15,12 +15,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.base import EvasionAttack
-from robustbench_local.core.data import DataSplit
-from robustbench_local.core.io import atomic_write_text
-from robustbench_local.core.remeasure import remeasure
-from robustbench_local.core.sanity import check_classifier
-from robustbench_local.core.threat import ThreatModel
-from robustbench_local.core.training import predict
+from rbl_core.data import DataSplit
+from rbl_core.io import atomic_write_text
+from rbl_core.remeasure import remeasure
+from rbl_core.sanity import check_classifier
+from rbl_core.threat import ThreatModel
+from rbl_core.training import predict
 from robustbench_local.results.kinds import encode_mask
 
 

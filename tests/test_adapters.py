@@ -8,7 +8,7 @@ from attacks.adapters.autoattack_adapter import AutoAttackAdapter
 from attacks.base import AttackError
 from attacks.adapters.foolbox_adapter import FoolboxAttack
 from robustbench_local.data import load_dataset
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 
 @pytest.fixture(scope="module")

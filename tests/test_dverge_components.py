@@ -18,9 +18,9 @@ from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.feature_distillation import distill_features, feature_layers, layer_features
 from defenses.dverge.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
 from robustbench_local.data import load_dataset
-from robustbench_local.core.threat import Norm, ThreatModel
+from rbl_core.threat import Norm, ThreatModel
 from robustbench_local.zoo import load_model
-from robustbench_local.core.architectures import build
+from rbl_core.architectures import build
 from robustbench_local.zoo.recipes import Recipe
 
 

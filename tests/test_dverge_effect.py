@@ -9,7 +9,7 @@ import torch
 from attacks.transfer.attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.transferability import mean_off_diagonal, transferability_matrix
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo import load_model
 from robustbench_local.zoo.recipes import Recipe, register_recipe

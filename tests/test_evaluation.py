@@ -8,8 +8,8 @@ from torch import nn
 from attacks.base import AttackResult, EvasionAttack
 from robustbench_local.data import DataSplit
 from robustbench_local.evaluation import evaluate
-from robustbench_local.core.sanity import ModelCheckError
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.sanity import ModelCheckError
+from rbl_core.threat import ThreatModel
 
 
 class ThresholdModel(nn.Module):

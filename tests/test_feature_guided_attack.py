@@ -12,7 +12,7 @@ from attacks.base import AttackError
 from attacks.feature_guided.attack import FeatureGuidedAttack
 from attacks.feature_guided.figure import save_outcomes_figure
 from robustbench_local.data import load_dataset
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 REPO = Path(__file__).resolve().parent.parent
 L0 = ThreatModel("L0", None)
@@ -99,3 +99,13 @@ def test_rbl_attack_config_builds_the_attack_and_its_figure(mnist_cnn, correct_m
         attack.check(x[:1], y[:1], ThreatModel("Linf", 0.1))
     with pytest.raises(AttackError, match="player2"):
         FeatureGuidedAttack(player2="greedy")
+
+
+def test_the_attack_keeps_no_state_between_calls(mnist_cnn, correct_mnist):
+    # Defect: the attack kept `last_outcomes` and read Hydra's run directory, which breaks with workers > 1.
+    x, y = correct_mnist
+    attack = FeatureGuidedAttack(max_queries=300)
+    before = {k: v for k, v in vars(attack).items()}
+    res = attack(mnist_cnn, x[:2], y[:2], ThreatModel("L2", None))
+    assert vars(attack) == before
+    assert len(res.details) == 2 and all(hasattr(o, "search") for o in res.details)

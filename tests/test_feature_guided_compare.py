@@ -11,7 +11,7 @@ from attacks.jsma.attack import JSMAAttack
 from robustbench_local.cli import compose_config
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.tasks.feature_guided_compare import run
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 
 def _cfg(*overrides: str):

@@ -11,7 +11,7 @@ from attacks.feature_guided.attack import FeatureGuidedAttack
 from attacks.feature_guided.game import FeatureGame
 from attacks.feature_guided.saliency import extract_features
 from robustbench_local.data import load_dataset
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 
 def _linear(c: int, h: int, w: int, classes: int = 3) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The import direction of the layers: core <- method libraries <- harness, with no cycles.
+"""The import direction of the layers: rbl_core <- method libraries <- the robustbench_local harness, no cycles.
 
 Every import counts, including ones inside functions, so a cycle cannot hide in a local import.
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("robustbench_local", "attacks", "defenses", "verify")
+PACKAGES = ("rbl_core", "robustbench_local", "attacks", "defenses", "verify")
 LIBRARIES = ("attacks", "defenses", "verify")
-CORE = "robustbench_local.core"
+CORE = "rbl_core"
 
 
 def _module_name(path: Path) -> str:
@@ -58,7 +58,7 @@ def _layer(module: str) -> str:
         return "core"
     if module.split(".")[0] in LIBRARIES:
         return "library"
-    return "harness" if module != "robustbench_local" else "package"
+    return "harness"
 
 
 GRAPH = _graph()
@@ -66,13 +66,13 @@ GRAPH = _graph()
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if _layer(m) in ("core", "library")))
 def test_lower_layers_never_import_upward(module: str) -> None:
-    allowed = {"core": {"core", "package"}, "library": {"core", "library", "package"}}[_layer(module)]
+    allowed = {"core": {"core"}, "library": {"core", "library"}}[_layer(module)]
     upward = sorted(m for m in GRAPH[module] if _layer(m) not in allowed)
     assert not upward, f"{module} ({_layer(module)}) imports {upward} from a layer above it"
 
 
 def test_package_root_imports_nothing() -> None:
-    # Importing robustbench_local.core must not drag the harness in through the package __init__.
+    # Importing rbl_core must not drag the harness in through the package __init__.
     assert GRAPH["robustbench_local"] == set()
 
 
@@ -99,7 +99,7 @@ def test_no_import_cycles() -> None:
 
 def test_the_graph_sees_the_layers() -> None:
     # Guards the test itself: an empty or unparsed graph would pass the checks above vacuously.
-    assert _layer("robustbench_local.core.threat") == "core"
-    assert "robustbench_local.core.threat" in GRAPH["attacks.base"]
+    assert _layer("rbl_core.threat") == "core" and _layer("robustbench_local.cli") == "harness"
+    assert "rbl_core.threat" in GRAPH["attacks.base"]
     assert "attacks.base" in GRAPH["robustbench_local.evaluation"]
     assert len([m for m in GRAPH if _layer(m) == "library"]) > 30

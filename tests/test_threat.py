@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustbench_local.core.threat import ThreatModel, ThreatModelError
+from rbl_core.threat import ThreatModel, ThreatModelError
 
 
 def test_projection_lands_inside_the_ball_and_box():

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustbench_local.results import ResultsStore
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 from verify.network import UnsupportedOperationError
 from verify.torch_import import from_torch
 

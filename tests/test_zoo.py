@@ -9,7 +9,7 @@ import torch
 from robustbench_local.data import load_dataset
 from robustbench_local.zoo import ZooError, get_recipe, list_models, load_model
 from robustbench_local.zoo.cache import load_or_train, weights_path
-from robustbench_local.core.training import accuracy
+from rbl_core.training import accuracy
 
 
 def test_default_digits_cnn_is_accurate(digits_cnn):

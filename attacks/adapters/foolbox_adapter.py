@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which fails without git
 

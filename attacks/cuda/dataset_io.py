@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from attacks.cuda.unlearnable import CudaConfig, PoisonedImages, poison_images
-from robustbench_local.core.data import DataSplit
+from rbl_core.data import DataSplit
 
 __all__ = ["PoisonedDataset", "poison_split", "save_poisoned", "load_poisoned", "FORMAT_VERSION"]
 

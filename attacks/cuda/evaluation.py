@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from attacks.cuda.unlearnable import CudaConfig, poison_images
-from robustbench_local.core.data import DataSplit
-from robustbench_local.core.architectures import build
-from robustbench_local.core.training import accuracy, train_classifier
+from rbl_core.data import DataSplit
+from rbl_core.architectures import build
+from rbl_core.training import accuracy, train_classifier
 
 __all__ = ["VictimConfig", "CleanBaseline", "CudaEvalResult", "train_victim", "clean_baseline",
            "poisoned_view", "evaluate_cuda", "sweep", "result_label", "format_table"]

@@ -8,8 +8,8 @@ import torch
 
 from attacks.cuda.evaluation import CudaEvalResult
 from attacks.cuda.unlearnable import PoisonedImages
-from robustbench_local.core.data import DataSplit
-from robustbench_local.core.figures import plt, save_figure
+from rbl_core.data import DataSplit
+from rbl_core.figures import plt, save_figure
 
 __all__ = ["plot_accuracy_vs_mix", "plot_image_grid"]
 

@@ -20,7 +20,7 @@ from attacks.black_box import ProbabilityOracle
 from attacks.feature_guided.game import MANIPULATIONS, FeatureGame
 from attacks.feature_guided.mcts import PLAYER2_TYPES, FeatureGuidedMCTS, SearchResult
 from attacks.feature_guided.saliency import FeatureMap, extract_features
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 # Distance budget d when the threat model is unbounded, relative to the image: L0 a share of the pixels,
 # L1 a share of all elements, L2 a share of sqrt(elements).

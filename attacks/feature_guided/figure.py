@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from robustbench_local.core.figures import plt, save_figure
+from rbl_core.figures import plt, save_figure
 
 
 def _show(img: torch.Tensor) -> np.ndarray:

@@ -19,8 +19,8 @@ from torch import nn
 from attacks.black_box import ProbabilityOracle
 from attacks.fooling.map_elites import Encoding, MapElitesConfig, map_elites_fooling
 from attacks.fooling.result import FoolingResult
-from robustbench_local.core.data import DataSplit
-from robustbench_local.core.training import accuracy
+from rbl_core.data import DataSplit
+from rbl_core.training import accuracy
 from attacks.base import AttackError
 
 BuildFn = Callable[[int], nn.Module]                   # num_classes -> untrained model

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 
 
 class JSMAAttack(EvasionAttack):

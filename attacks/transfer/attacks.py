@@ -18,8 +18,8 @@ from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
 from attacks.adapters.foolbox_adapter import FoolboxAttack
-from robustbench_local.core.remeasure import remeasure
-from robustbench_local.core.threat import Norm, ThreatModel
+from rbl_core.remeasure import remeasure
+from rbl_core.threat import Norm, ThreatModel
 
 
 def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str, kappa: float = float("inf")) -> torch.Tensor:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.feature_distillation import distill_features, feature_layers
-from robustbench_local.core.threat import Norm, ThreatModel
-from robustbench_local.core.training import augment_batch, pgd_perturb
+from rbl_core.threat import Norm, ThreatModel
+from rbl_core.training import augment_batch, pgd_perturb
 
 
 @dataclass

@@ -19,10 +19,10 @@ from torch import nn
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import foolbox as fb  # noqa: E402
 
-from robustbench_local.core.figures import plt, save_figure  # noqa: E402
-from robustbench_local.core.remeasure import remeasure  # noqa: E402
-from robustbench_local.core.threat import ThreatModel  # noqa: E402
-from robustbench_local.core.training import predict  # noqa: E402
+from rbl_core.figures import plt, save_figure  # noqa: E402
+from rbl_core.remeasure import remeasure  # noqa: E402
+from rbl_core.threat import ThreatModel  # noqa: E402
+from rbl_core.training import predict  # noqa: E402
 
 
 def correct_by_all(members: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any, Dict
 from omegaconf import MISSING
 
 from robustbench_local.config_schema.rules import ranged, section
-from robustbench_local.core.threat import Norm
+from rbl_core.threat import Norm
 
 NORMS = tuple(n.value for n in Norm)
 

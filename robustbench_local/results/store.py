@@ -16,7 +16,7 @@ from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, c
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from robustbench_local.core.io import canonical_json, sha256_json
+from rbl_core.io import canonical_json, sha256_json
 import robustbench_local.results.schemas  # noqa: F401 - registers the built-in kinds
 from robustbench_local.results.kinds import Metrics, parse_metrics
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from robustbench_local.core.remeasure import remeasure
+from rbl_core.remeasure import remeasure
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 from verify.parallel import run_parallel
 from verify.spec import local_robustness
 from verify.torch_import import from_torch

@@ -17,7 +17,7 @@ from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, 
 from attacks.cuda.plots import plot_accuracy_vs_mix, plot_image_grid
 from attacks.cuda.unlearnable import CudaConfig
 from robustbench_local.config_schema.tasks import CUDA_TRAININGS
-from robustbench_local.core.io import atomic_write_text
+from rbl_core.io import atomic_write_text
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 from attacks.transfer.attacks import craft_transfer_examples, default_transfer_attacks, transfer_accuracy
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.transferability import mean_off_diagonal, plot_transferability, transferability_matrix
-from robustbench_local.core.io import atomic_write, sha256_json
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.io import atomic_write, sha256_json
+from rbl_core.threat import ThreatModel
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from robustbench_local.zoo import get_recipe, load_model

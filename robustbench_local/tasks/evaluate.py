@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from attacks.adapters.autoattack_adapter import AutoAttackAdapter
 from robustbench_local.attack_specs import build_attacks
-from robustbench_local.core.io import sha256_json
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.io import sha256_json
+from rbl_core.threat import ThreatModel
 from robustbench_local.evaluation import evaluate
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import TaskContext

@@ -23,10 +23,10 @@ from attacks.base import AttackResult, EvasionAttack
 from attacks.black_box import ProbabilityOracle
 from attacks.feature_guided.figure import save_outcomes_figure
 from robustbench_local.attack_specs import build_attack
-from robustbench_local.core.io import atomic_write_text
-from robustbench_local.core.remeasure import remeasure
+from rbl_core.io import atomic_write_text
+from rbl_core.remeasure import remeasure
 from robustbench_local.results import ResultRow, encode_mask
-from robustbench_local.core.threat import ThreatModel
+from rbl_core.threat import ThreatModel
 from robustbench_local.tasks.base import ConfigError, TaskContext
 
 L0, L2 = ThreatModel("L0", None), ThreatModel("L2", None)

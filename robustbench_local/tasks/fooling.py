@@ -26,7 +26,7 @@ from attacks.fooling.retraining import RetrainingConfig, retraining_experiment
 from robustbench_local.results import ResultRow
 from robustbench_local.zoo.builders import recipe_trainer
 from robustbench_local.tasks.base import ConfigError, TaskContext
-from robustbench_local.core.figures import plt, save_figure
+from rbl_core.figures import plt, save_figure
 
 METHODS = ("map_elites", "gradient_ascent", "retraining")
 

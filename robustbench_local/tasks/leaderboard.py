@@ -5,7 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from robustbench_local.core.io import atomic_write_text
+from rbl_core.io import atomic_write_text
 from robustbench_local.leaderboard import build_entries, eps_label, to_csv, to_html, to_markdown, to_robustbench_json
 from robustbench_local.results import ResultRow, ResultsStore
 from robustbench_local.tasks.base import TaskContext

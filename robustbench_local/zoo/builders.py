@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from attacks.fooling.retraining import BuildFn, TrainFn
-from robustbench_local.core.architectures import build
-from robustbench_local.core.data import DataSplit
-from robustbench_local.core.training import train_classifier
+from rbl_core.architectures import build
+from rbl_core.data import DataSplit
+from rbl_core.training import train_classifier
 from robustbench_local.zoo.recipes import ZooError, get_recipe
 
 

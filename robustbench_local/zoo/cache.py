@@ -11,9 +11,9 @@ from filelock import FileLock
 from torch import nn
 
 from robustbench_local.data import load_dataset
-from robustbench_local.core.architectures import build
-from robustbench_local.core.io import atomic_write, atomic_write_text
-from robustbench_local.core.training import deterministic_training
+from rbl_core.architectures import build
+from rbl_core.io import atomic_write, atomic_write_text
+from rbl_core.training import deterministic_training
 from robustbench_local.zoo.recipes import Recipe, ZooError, resolve
 
 

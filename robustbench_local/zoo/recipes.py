@@ -7,7 +7,7 @@ from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
-from robustbench_local.core.io import sha256_json
+from rbl_core.io import sha256_json
 
 # Bump when training code changes in a way that should invalidate cached weights.
 # 2: training runs under core.training.deterministic_training() (one thread, deterministic kernels);

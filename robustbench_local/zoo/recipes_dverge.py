@@ -16,8 +16,8 @@ import torch
 
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.training import DvergeConfig, dverge_from_baseline, member_seeds
-from robustbench_local.core.architectures import build
-from robustbench_local.core.training import train_classifier
+from rbl_core.architectures import build
+from rbl_core.training import train_classifier
 from robustbench_local.zoo.cache import load_or_train
 from robustbench_local.zoo.recipes import Recipe, get_recipe, register_recipe
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustbench_local.core.data import DataSplit
-from robustbench_local.core.threat import Norm, ThreatModel
+from rbl_core.data import DataSplit
+from rbl_core.threat import Norm, ThreatModel
 
 
 @contextmanager
