@@ -276,61 +276,67 @@ _FOOLING = "robustbench_local.tasks.fooling.run"
 
 
 @dataclass
-class FoolingMapElitesDirectTask:
-    """``task=fooling_map_elites_direct``: MAP-Elites with the direct (pixel) encoding."""
+class _FoolingTask:
+    """Keys every fooling task takes."""
 
     _target_: str = _FOOLING
-    method: str = ranged("map_elites", choices=("map_elites",))
-    encoding: str = ranged("direct", choices=("direct",))
+    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
+    log_every: int = ranged(0, ge=0)
+
+
+@dataclass
+class _DirectEncodingTask(_FoolingTask):
+    """Keys of the direct (pixel) encoding's mutation and crossover."""
+
     mutation_rate: float = ranged(0.1, **PROBABILITY)
     eta_m: float = ranged(15.0, ge=0)
     eta_c: float = ranged(10.0, ge=0)
+
+
+@dataclass
+class _MapElitesTask(_FoolingTask):
+    """Keys of the MAP-Elites searches."""
+
+    method: str = ranged("map_elites", choices=("map_elites",))
     map_elites: MapElitesSection = section(MapElitesSection)
-    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
     log_every: int = ranged(20, ge=0)
 
 
 @dataclass
-class FoolingMapElitesCppnTask:
-    """``task=fooling_map_elites_cppn``: MAP-Elites with the CPPN encoding."""
+class FoolingMapElitesDirectTask(_MapElitesTask, _DirectEncodingTask):
+    """``task=fooling_map_elites_direct``: MAP-Elites with the direct (pixel) encoding."""
 
-    _target_: str = _FOOLING
-    method: str = ranged("map_elites", choices=("map_elites",))
+    encoding: str = ranged("direct", choices=("direct",))
+
+
+@dataclass
+class FoolingMapElitesCppnTask(_MapElitesTask):
+    """``task=fooling_map_elites_cppn``: MAP-Elites with the CPPN encoding (topologies are not recombined)."""
+
     encoding: str = ranged("cppn", choices=("cppn",))
     cppn_rates: CPPNMutationRates = section(CPPNMutationRates)
     map_elites: MapElitesSection = section(lambda: MapElitesSection(cross_rate=0.0))
-    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
-    log_every: int = ranged(20, ge=0)
 
     check_values = staticmethod(_cppn_rates_in_range)
 
 
 @dataclass
-class FoolingGradientAscentTask:
+class FoolingGradientAscentTask(_FoolingTask):
     """``task=fooling_gradient_ascent``: one fooling image per class by gradient ascent."""
 
-    _target_: str = _FOOLING
     method: str = ranged("gradient_ascent", choices=("gradient_ascent",))
     gradient_ascent: GradientAscentSection = section(GradientAscentSection)
-    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
-    log_every: int = ranged(0, ge=0)
 
 
 @dataclass
-class FoolingRetrainingTask:
+class FoolingRetrainingTask(_DirectEncodingTask):
     """``task=fooling_retraining``: evolve, add a fooling class, retrain from scratch, evolve again."""
 
-    _target_: str = _FOOLING
     method: str = ranged("retraining", choices=("retraining",))
     encoding: str = ranged("direct", choices=("direct", "cppn"))
-    mutation_rate: float = ranged(0.1, **PROBABILITY)
-    eta_m: float = ranged(15.0, ge=0)
-    eta_c: float = ranged(10.0, ge=0)
     cppn_rates: CPPNMutationRates = section(CPPNMutationRates)   # used with encoding=cppn
     retraining: RetrainingSection = section(RetrainingSection)
     map_elites: MapElitesSection = section(lambda: MapElitesSection(generations=300, time_budget_s=120.0))
-    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
-    log_every: int = ranged(0, ge=0)
 
     check_values = staticmethod(_cppn_rates_in_range)
 
