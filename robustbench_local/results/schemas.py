@@ -1,0 +1,189 @@
+"""The result kinds of the methods in this suite; a new method registers its own kind the same way."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from robustbench_local.results.kinds import Metrics, RowSchemaError, register_kind
+
+CERT_STATUS = {"h": "holds", "v": "violated", "u": "unknown"}
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class EvasionMetrics(Metrics):
+    """Robust accuracy at a fixed budget: per attack and per example, keyed by each attack's full config."""
+
+    kind = "evasion"
+    fractions = ("clean_acc", "robust_acc", "autoattack_acc")
+
+    n: int
+    clean_acc: float
+    robust_acc: float           # per-example worst case over clean correctness and every attack
+    clean_mask: str
+    masks: dict[str, str]       # attack key ("name#config-hash") -> robust per example
+    attacks: dict[str, dict]    # attack key -> {"name", "robust_acc", distances, queries, time ...}
+    autoattack_acc: float | None = None   # AutoAttack standard, when it was one of the attacks ...
+    autoattack_key: str | None = None     # ... under this key
+
+    def check(self) -> None:
+        """Masks have n entries, accuracies are their shares, and masks and attacks name the same keys."""
+        super().check()
+        self._mask("clean_mask", self.clean_mask)
+        self._share("clean_acc", self.clean_acc, self.clean_mask)
+        if set(self.masks) != set(self.attacks):
+            raise RowSchemaError(f"evasion row: metrics.masks {sorted(self.masks)} and metrics.attacks "
+                                 f"{sorted(self.attacks)} name different attacks")
+        worst = self.clean_mask
+        for key, mask in self.masks.items():
+            self._mask(f"masks[{key!r}]", mask)
+            summary = self.attacks[key]
+            if "name" not in summary or "robust_acc" not in summary:
+                raise RowSchemaError(f"evasion row: metrics.attacks[{key!r}] needs 'name' and 'robust_acc'")
+            self._share(f"attacks[{key!r}].robust_acc", summary["robust_acc"], mask)
+            worst = "".join("1" if a == b == "1" else "0" for a, b in zip(worst, mask))
+        self._share("robust_acc", self.robust_acc, worst)
+        if (self.autoattack_acc is None) != (self.autoattack_key is None):
+            raise RowSchemaError("evasion row: metrics.autoattack_acc and metrics.autoattack_key go together")
+        if self.autoattack_key is not None:
+            if self.autoattack_key not in self.masks:
+                raise RowSchemaError(f"evasion row: metrics.autoattack_key {self.autoattack_key!r} is not an attack")
+            self._share("autoattack_acc", self.autoattack_acc, self.masks[self.autoattack_key])
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class CertificationMetrics(Metrics):
+    """Verifier verdicts per example: h(olds), v(iolated, re-checked), u(nknown)."""
+
+    kind = "certification"
+    fractions = ("clean_acc", "certified_acc")
+
+    n: int
+    clean_acc: float
+    certified_acc: float
+    holds: int
+    violated: int
+    unknown: int
+    statuses: str               # one of h/v/u per example, in test-split order
+
+    def check(self) -> None:
+        """Statuses cover n examples and agree with the counts and the certified accuracy."""
+        super().check()
+        if len(self.statuses) != self.n or set(self.statuses) - set(CERT_STATUS):
+            raise RowSchemaError(f"certification row: metrics.statuses must be {self.n} characters of h/v/u")
+        for letter, name in CERT_STATUS.items():
+            if self.statuses.count(letter) != getattr(self, name):
+                raise RowSchemaError(f"certification row: metrics.{name}={getattr(self, name)} disagrees with "
+                                     f"statuses ({self.statuses.count(letter)})")
+        if self.n and abs(self.certified_acc - self.holds / self.n) > 1e-9:
+            raise RowSchemaError(f"certification row: certified_acc={self.certified_acc} is not holds/n")
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class VerificationMetrics(Metrics):
+    """A VNN-COMP style run: answers per instance and the ones that disagree with the expected answer."""
+
+    kind = "verification"
+
+    n: int
+    sat: int
+    unsat: int
+    timeout: int
+    unknown: int
+    wrong: list[str] = field(default_factory=list)
+    bad_counterexamples: int = 0
+
+    def check(self) -> None:
+        """The answers add up to n."""
+        super().check()
+        if self.sat + self.unsat + self.timeout + self.unknown != self.n:
+            raise RowSchemaError(f"verification row: sat+unsat+timeout+unknown != n={self.n}")
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class FoolingMetrics(Metrics):
+    """Fooling images: the best image's confidence for every target class."""
+
+    kind = "fooling"
+    fractions = ("min_confidence",)
+
+    confidence: list[float]
+    min_confidence: float
+    evaluations: int
+
+    def check(self) -> None:
+        """Confidences are probabilities and min_confidence is their minimum."""
+        super().check()
+        if not self.confidence or any(not 0.0 <= c <= 1.0 for c in self.confidence):
+            raise RowSchemaError("fooling row: metrics.confidence must be a non-empty list of probabilities")
+        if abs(min(self.confidence) - self.min_confidence) > 1e-9:
+            raise RowSchemaError("fooling row: metrics.min_confidence is not the minimum of metrics.confidence")
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class PoisoningMetrics(Metrics):
+    """Poison-then-train: clean test accuracy of the victim trained on clean vs on poisoned data."""
+
+    kind = "poisoning"
+    fractions = ("clean_trained_acc", "poisoned_trained_acc", "oracle_acc")
+
+    n_train: int
+    n_test: int
+    clean_trained_acc: float
+    poisoned_trained_acc: float
+    oracle_acc: float | None = None
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class EnsembleMetrics(Metrics):
+    """Ensemble studies: transfer accuracy from hold-out surrogates, or the members' transferability matrix."""
+
+    kind = "ensemble"
+    fractions = ("clean_acc", "transfer_acc", "mean_off_diagonal")
+    parts = ("transfer", "transferability")
+
+    n: int
+    part: str
+    clean_acc: float | None = None
+    transfer_acc: float | None = None
+    per_attack: dict[str, float] | None = None
+    matrix: list[list[float]] | None = None
+    mean_off_diagonal: float | None = None
+
+    def check(self) -> None:
+        """Each part carries its own numbers."""
+        super().check()
+        need = {"transfer": ("clean_acc", "transfer_acc"), "transferability": ("matrix", "mean_off_diagonal")}
+        if self.part not in need:
+            raise RowSchemaError(f"ensemble row: metrics.part must be one of {list(need)}, got {self.part!r}")
+        missing = [k for k in need[self.part] if getattr(self, k) is None]
+        if missing:
+            raise RowSchemaError(f"ensemble row ({self.part}): metrics {missing} are missing")
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class PerturbationMetrics(Metrics):
+    """Minimal-perturbation attacks: success and the size of the perturbation found, not a fixed-budget accuracy."""
+
+    kind = "perturbation"
+    fractions = ("success_rate",)
+
+    n: int
+    success_rate: float
+    success_mask: str
+    access: str                 # white-box | black-box
+    threat: str
+    median_L0: float | None = None
+    median_L2: float | None = None
+    median_queries: float | None = None
+
+    def check(self) -> None:
+        """The success rate is the share of the success mask."""
+        super().check()
+        self._mask("success_mask", self.success_mask)
+        self._share("success_rate", self.success_rate, self.success_mask)
