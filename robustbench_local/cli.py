@@ -54,8 +54,8 @@ def open_store(cfg: DictConfig) -> ResultsStore:
     return store
 
 
-def run_task(cfg: DictConfig) -> list[ResultRow]:
-    """Run ``cfg.task`` with a fresh context, recording each row as the task yields it."""
+def run_task(cfg: DictConfig, ctx: TaskContext | None = None) -> list[ResultRow]:
+    """Run ``cfg.task`` (with a fresh context unless ``ctx`` is given), recording each row as the task yields it."""
     validate(cfg)
     torch.set_num_threads(int(cfg.torch_threads))
     random.seed(cfg.seed)
@@ -70,7 +70,7 @@ def run_task(cfg: DictConfig) -> list[ResultRow]:
     store = open_store(cfg)
     try:
         sink = RowSink(store, cfg.results.spool)
-        ctx = TaskContext.from_config(cfg, output_dir)
+        ctx = ctx or TaskContext.from_config(cfg, output_dir)
         for row in get_method(target)(cfg, ctx) or []:
             sink.record(row)
             print(_summary(row))

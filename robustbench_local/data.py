@@ -1,8 +1,9 @@
-"""Image data sets read offline: bundled digits, MNIST IDX, CIFAR-10, GTSRB.
+"""Image data sets read offline: bundled digits, MNIST IDX, CIFAR-10, GTSRB, and the user's own.
 
 Every loader returns a :class:`DataSplit` of float32 NCHW images in [0, 1]. Sets that ship only a
 test set (MNIST, GTSRB here) are split deterministically: a permutation drawn with
 ``numpy.random.default_rng(0)`` over the whole file, the first part for training, the rest for test.
+The user's own data (``folder``, ``npz`` at ``path``) is read by :mod:`robustbench_local.data_user`.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from rbl_core.data import DataError, DataSplit
+from robustbench_local.data_user import USER_DATASETS, load_user_dataset
 
 __all__ = ["DataError", "DataSplit", "DATASETS", "load_dataset", "default_data_root"]
 
-DATASETS = ("digits", "mnist", "cifar10", "gtsrb")
+DATASETS = ("digits", "mnist", "cifar10", "gtsrb") + USER_DATASETS
 SPLIT_SEED = 0
 # Train/test sizes for sets carved out of a single file (documented in the README).
 CARVED_SPLITS = {"digits": 1400, "mnist": 8000, "gtsrb": 10000}
@@ -174,12 +176,21 @@ _LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar
 
 
 def load_dataset(name: str, split: str = "test", root: str | Path | None = None, n: int | None = None,
-                 size: int | None = None) -> DataSplit:
-    """Load split ``split`` of data set ``name``; ``n`` keeps the first n, ``size`` resizes (bilinear)."""
-    if name not in _LOADERS:
+                 size: int | None = None, *, path: str | Path | None = None, seed: int = 0) -> DataSplit:
+    """Split ``split`` of data set ``name``; ``n`` keeps the first n, ``size`` resizes (bilinear).
+
+    ``folder`` and ``npz`` read ``path`` instead of ``root`` and take a stratified subset of ``n`` drawn
+    with ``seed`` (see :func:`robustbench_local.data_user.stratified_indices`); ``seed`` is used by them only.
+    """
+    if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     if n is not None and n <= 0:
         raise DataError(f"dataset.n must be positive, got {n}")
+    if name in USER_DATASETS:
+        return load_user_dataset(name, path, split, n=n, size=size, seed=seed)
+    if path not in (None, ""):
+        # A silently ignored path would evaluate the built-in set while the user thinks it is theirs.
+        raise DataError(f"dataset.path is read only by dataset=folder / dataset=npz; dataset={name} reads dataset.root")
     data = _LOADERS[name](Path(root).expanduser() if root else default_data_root(), split)
     if n is not None:
         data = data.subset(n)

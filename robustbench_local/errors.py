@@ -9,6 +9,8 @@ from robustbench_local.tasks.base import ConfigError
 from rbl_core.threat import ThreatModelError
 from rbl_core.architectures import ArchitectureError
 from robustbench_local.zoo.recipes import ZooError
+from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
 
 USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,
-                                             ThreatModelError, ArchitectureError, ZooError, StoreError)
+                                             ThreatModelError, ArchitectureError, ZooError, StoreError,
+                                             ModelSourceError, UnsupportedOnnxOp)

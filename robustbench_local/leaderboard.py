@@ -16,14 +16,16 @@ SORT_KEYS = ("robust_acc", "clean_acc", "autoattack_acc", "certified_acc", "time
 
 @dataclass
 class Entry:
-    """One (dataset, model, defense, threat model, eps, n) line of the leaderboard."""
+    """One (dataset, model and its identity, defense, threat model, eps, n) line of the leaderboard."""
 
     dataset: str
     model: str
+    identity: str | None          # recipe or file hash: two checkpoints under one name stay apart
     defense: str
     threat_model: str
     eps: float | None
     n: int
+    model_info: dict = field(default_factory=dict)   # source, architecture, parameters, training, description
     clean_acc: float | None = None
     autoattack_acc: float | None = None
     robust_acc: float | None = None
@@ -63,6 +65,8 @@ def _collect(entry: Entry, rows: list[dict]) -> _Evidence:
     for row in rows:
         typed = parse_metrics(row["kind"], row["metrics"])
         entry.time_s += row["time_s"]
+        if typed.model_info:
+            entry.model_info = dict(typed.model_info)
         if isinstance(typed, CertificationMetrics):
             ev.statuses.append(typed.statuses)
             continue
@@ -115,8 +119,11 @@ def build_entries(store: ResultsStore, dataset: str | None = None, threat_model:
     for row in store.rows(dataset=dataset, threat_model=threat_model):
         if row["kind"] not in LEADERBOARD_KINDS or row["status"] != "ok":
             continue
-        # Rows combine per example only over the same examples: the first n of the same test split.
-        key = (row["dataset"], row["model"], row["defense"], row["threat_model"], row["eps"], row["metrics"]["n"])
+        # Rows combine per example only over the same examples (the same n of the same test split), and only
+        # for the same weights (the model's identity).
+        identity = (row["metrics"].get("model_info") or {}).get("identity")
+        key = (row["dataset"], row["model"], identity, row["defense"], row["threat_model"], row["eps"],
+               row["metrics"]["n"])
         groups.setdefault(key, []).append(row)
     entries = []
     for key, rows in groups.items():
@@ -146,11 +153,14 @@ def eps_label(eps: float | None) -> str:
 def table_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     """Header and string cells shared by every renderer."""
     attacks = _attack_names(entries)
-    header = ["rank", "model", "defense", "dataset", "threat", "eps", "n", "clean %", "AutoAttack %",
+    names = [e.model for e in entries]
+    header = ["rank", "model", "source", "params", "defense", "dataset", "threat", "eps", "n", "clean %", "AutoAttack %",
               "robust % (worst case)", "certified %"] + [f"{a} %" for a in attacks] + ["time s", "flags"]
     rows = []
     for e in entries:
-        rows.append([str(e.rank), e.model, e.defense, e.dataset, e.threat_model, eps_label(e.eps),
+        label = e.model if names.count(e.model) == 1 or not e.identity else f"{e.model} [{e.identity[-8:]}]"
+        params = e.model_info.get("parameters")
+        rows.append([str(e.rank), label, e.model_info.get("source", ""), "" if params is None else f"{params:,}", e.defense, e.dataset, e.threat_model, eps_label(e.eps),
                      str(e.n), _pct(e.clean_acc), _pct(e.autoattack_acc), _pct(e.robust_acc), _pct(e.certified_acc)]
                     + [_pct(e.per_attack.get(a)) for a in attacks] + [f"{e.time_s:.1f}", "; ".join(e.flags)])
     return header, rows
@@ -178,7 +188,7 @@ _HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>robustbench-local leaderboard</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{cursor:pointer;background:#f4f4f4}}
-td:nth-child(2),td:nth-child(3),td:nth-child(4){{text-align:left}}.flag{{color:#b00}}</style></head>
+td:nth-child(2),td:nth-child(3),td:nth-child(5),td:nth-child(6){{text-align:left}}.flag{{color:#b00}}</style></head>
 <body><h1>robustbench-local leaderboard</h1><p>Click a column header to sort. Robust accuracy is the
 per-example worst case over all attacks run; certified accuracy comes from the verifier.</p>
 <table id="lb"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
@@ -222,12 +232,15 @@ def to_robustbench_json(entry: Entry) -> str:
     """A RobustBench ``model_info`` JSON record for one entry (accuracies as percent strings)."""
     record = {"link": "", "name": entry.model, "authors": "", "additional_data": False,
               "number_forward_passes": 1, "dataset": entry.dataset, "venue": "robustbench-local",
-              "architecture": entry.model, "eps": _eps_string(entry.eps), "clean_acc": _pct(entry.clean_acc),
+              "architecture": entry.model_info.get("architecture", ""), "eps": _eps_string(entry.eps), "clean_acc": _pct(entry.clean_acc),
               "reported": _pct(entry.robust_acc), "autoattack_acc": _pct(entry.autoattack_acc),
               "footnote": "; ".join(entry.flags) or None, "defense": entry.defense,
               "threat_model": entry.threat_model, "n_examples": entry.n,
               "certified_acc": _pct(entry.certified_acc) or None,
-              "per_attack_acc": {k: _pct(v) for k, v in entry.per_attack.items()}}
+              "per_attack_acc": {k: _pct(v) for k, v in entry.per_attack.items()},
+              "source": entry.model_info.get("source"), "parameters": entry.model_info.get("parameters"),
+              "training": entry.model_info.get("training"), "description": entry.model_info.get("description"),
+              "identity": entry.identity}
     return json.dumps(record, indent=2)
 
 

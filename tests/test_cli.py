@@ -36,7 +36,8 @@ def test_evaluate_writes_a_row_and_the_leaderboard_reads_it(tmp_path, digits_cnn
     rbl(tmp_path, "attack=pgd", "dataset.n_test=60")  # same config again: no duplicate row
     assert len(ResultsStore(f"sqlite:///{tmp_path}/r.db").rows()) == 1
     board = rbl(tmp_path, "task=leaderboard", f"task.html={tmp_path}/lb.html").stdout
-    assert "| 1 | standard_cnn | none | digits | Linf | 0.1 | 60 |" in board
+    params = f"{sum(p.numel() for p in digits_cnn.parameters()):,}"
+    assert f"| 1 | standard_cnn | zoo | {params} | none | digits | Linf | 0.1 | 60 |" in board
     assert (tmp_path / "lb.html").read_text().startswith("<!DOCTYPE html>")
 
 

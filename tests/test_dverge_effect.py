@@ -72,19 +72,16 @@ def test_dverge_resists_transfer_attacks_at_equal_clean_accuracy(models, test_da
 
 
 def test_dverge_eval_task_records_ensemble_rows(models, tmp_path) -> None:
-    from omegaconf import OmegaConf
-
+    from robustbench_local.cli import compose_config
     from robustbench_local.results import ResultsStore
     from robustbench_local.tasks.base import ConfigError, TaskContext
     from robustbench_local.tasks.dverge_eval import run
 
-    task = OmegaConf.load("conf/task/dverge_eval.yaml")
-    task.merge_with({"n_eval": 60, "surrogates": ["test_surrogate_ens3"], "eps": [EPS], "steps": 3, "restarts": 1,
-                     "transferability": {"eps": EPS, "steps": 3, "restarts": 1, "n": 30}})
-    cfg = OmegaConf.create({"task": task, "dataset": {"name": "mnist", "root": None, "n_test": None, "size": None},
-                            "model": {"name": "test_dverge_ens3"}, "defense": {"name": "none", "wrapper": None},
-                            "threat": {"norm": "Linf", "eps": EPS}, "seed": 0, "device": "cpu",
-                            "batch_size": 500, "cache_dir": None})
+    cfg = compose_config("task=dverge_eval", "dataset=mnist", "model.name=test_dverge_ens3", "batch_size=500",
+                         "task.n_eval=60", "task.surrogates=[test_surrogate_ens3]", f"task.eps=[{EPS}]",
+                         "task.steps=3", "task.restarts=1", f"task.transferability.eps={EPS}",
+                         "task.transferability.steps=3", "task.transferability.restarts=1",
+                         "task.transferability.n=30")
     ctx = TaskContext.from_config(cfg, tmp_path)
     rows = list(run(cfg, ctx))
     assert [r.kind for r in rows] == ["ensemble", "ensemble"]
@@ -100,4 +97,4 @@ def test_dverge_eval_task_records_ensemble_rows(models, tmp_path) -> None:
     store.close()
     cfg.model.name = "standard_cnn"
     with pytest.raises(ConfigError, match="needs an ensemble model"):
-        list(run(cfg, ctx))
+        list(run(cfg, TaskContext.from_config(cfg, tmp_path)))

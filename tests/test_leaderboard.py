@@ -35,7 +35,7 @@ def test_entries_merge_rows_per_example_and_flag_impossible_certificates(store):
     md = to_markdown(entries)
     assert md.splitlines()[0].startswith("| rank | model") and "| 1 | b |" in md
     table = list(csv.reader(io.StringIO(to_csv(entries))))
-    assert table[0][:3] == ["rank", "model", "defense"] and table[2][1] == "a"
+    assert table[0][:5] == ["rank", "model", "source", "params", "defense"] and table[2][1] == "a"
     page = to_html(entries)
     assert page.startswith("<!DOCTYPE html>") and "<script>" in page and "certified but broken" in page
     record = json.loads(to_robustbench_json(a))
@@ -92,3 +92,18 @@ def test_unbounded_rows_export_and_rows_over_other_examples_stay_apart(store, tm
     unbounded = next(e for e in entries if e.eps is None)
     assert json.loads(to_robustbench_json(unbounded))["eps"] is None
     assert "| unbounded |" in to_markdown(entries)
+
+
+def test_two_checkpoints_under_one_name_never_merge(store):
+    info = {"name": "net", "source": "onnx", "architecture": "onnx: 5 nodes", "parameters": 10, "training": "external",
+            "description": ""}
+    for identity, mask in (("sha256:aaaa1111", "1100"), ("sha256:bbbb2222", "1000")):
+        row = evasion_row("net", {"pgd#1": mask}, identity=identity)
+        row.metrics["model_info"] = {**info, "identity": identity}
+        store.record(row)
+    entries = build_entries(store)
+    assert sorted(e.robust_acc for e in entries) == [0.25, 0.5]  # not merged into one worst case
+    assert {e.identity for e in entries} == {"sha256:aaaa1111", "sha256:bbbb2222"}
+    md = to_markdown(entries)
+    assert "net [aaaa1111]" in md and "net [bbbb2222]" in md and "| onnx | 10 |" in md
+    assert json.loads(to_robustbench_json(entries[0]))["training"] == "external"

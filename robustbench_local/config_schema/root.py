@@ -7,7 +7,7 @@ each ``conf/task/<name>.yaml`` extends its own schema (see ``tasks.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -34,21 +34,55 @@ class ResultsConfig:
     spool: str = "results/spool.jsonl"
 
 
+DATASET_NAMES = ("digits", "mnist", "cifar10", "gtsrb", "folder", "npz")
+MODEL_SOURCES = ("zoo", "onnx", "torch", "python")   # python: a module handed to api.benchmark
+
+
 @dataclass
 class DatasetConfig:
-    """``dataset`` group: which data set, where, and how much of its test split."""
+    """``dataset`` group: a built-in set (read from ``root``) or the user's own (``folder`` / ``npz`` at ``path``)."""
 
-    name: str = MISSING
+    name: str = ranged(MISSING, choices=DATASET_NAMES)
     root: str | None = None
+    path: str | None = None            # folder / npz: the image folder or the .npz file
     n_test: int | None = ranged(None, ge=1)
     size: int | None = ranged(None, ge=1)
+
+    @staticmethod
+    def check_values(node: Any, key: str) -> None:   # node: the dataset DictConfig
+        """``folder`` / ``npz`` need ``path``; the built-in sets read ``root``, so a ``path`` there would be ignored."""
+        # Imported here so that this hook stays within the class (root.py's imports are shared with other edits).
+        from omegaconf import OmegaConf
+
+        from robustbench_local.config_schema.rules import join
+        from robustbench_local.tasks.base import ConfigError
+
+        if OmegaConf.is_missing(node, "name"):
+            return   # reported by check_node as "dataset.name is missing"
+        has_path = node.path not in (None, "")
+        if node.name in ("folder", "npz") and not has_path:
+            what = "DIR (a folder with one subfolder of images per class)" if node.name == "folder" else "FILE.npz"
+            raise ConfigError(f"{join(key, 'path')} is required for dataset={node.name}: give {join(key, 'path')}={what}")
+        if node.name not in ("folder", "npz") and has_path:
+            raise ConfigError(f"{join(key, 'path')} is read only by dataset=folder / dataset=npz; "
+                              f"dataset={node.name} reads {join(key, 'root')}")
 
 
 @dataclass
 class ModelConfig:
-    """``model`` group: a zoo recipe name."""
+    """``model`` group: a zoo recipe, an ONNX file, or a torch class with safe weights."""
 
-    name: str = MISSING
+    name: str = MISSING                # zoo recipe name, or the name the user's model is listed under
+    source: str = ranged("zoo", choices=MODEL_SOURCES)
+    path: str | None = None            # onnx: the .onnx file
+    target: str | None = None          # torch: "package.module:Class"
+    kwargs: Any = None   # torch: constructor arguments, a mapping (null = none); Any so one override sets it whole
+    weights: str | None = None         # torch: .safetensors, or a .pt/.pth state_dict (weights_only)
+    input_size: Optional[List[int]] = None   # [C, H, W] the model expects; null = the data's own shape
+    channel_order: str = ranged("RGB", choices=("RGB", "BGR"))
+    mean: Optional[List[float]] = None        # per-channel normalisation folded into the model
+    std: Optional[List[float]] = None
+    description: str = ""
 
 
 @dataclass

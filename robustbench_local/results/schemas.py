@@ -6,6 +6,20 @@ from dataclasses import dataclass, field
 from robustbench_local.results.kinds import Metrics, RowSchemaError, register_kind
 
 CERT_STATUS = {"h": "holds", "v": "violated", "u": "unknown"}
+# Where an evaluated model came from (RobustBench's model info): shown on the leaderboard, and its identity
+# (recipe hash or file hash) keeps two checkpoints under one name apart.
+MODEL_INFO = {"name": str, "source": str, "architecture": str, "parameters": int, "training": str,
+              "description": str, "identity": str}
+
+
+def check_model_info(kind: str, info: dict | None) -> None:
+    """Raise unless ``info`` is None or has every MODEL_INFO key with its type."""
+    if info is None:
+        return
+    for key, typ in MODEL_INFO.items():
+        if not isinstance(info.get(key), typ) or isinstance(info.get(key), bool):
+            raise RowSchemaError(f"{kind} row: metrics.model_info.{key} must be a {typ.__name__}, "
+                                 f"got {info.get(key)!r}")
 
 
 @register_kind
@@ -24,10 +38,12 @@ class EvasionMetrics(Metrics):
     attacks: dict[str, dict]    # attack key -> {"name", "robust_acc", distances, queries, time ...}
     autoattack_acc: float | None = None   # AutoAttack standard, when it was one of the attacks ...
     autoattack_key: str | None = None     # ... under this key
+    model_info: dict | None = None
 
     def check(self) -> None:
         """Masks have n entries, accuracies are their shares, and masks and attacks name the same keys."""
         super().check()
+        check_model_info(self.kind, self.model_info)
         self._mask("clean_mask", self.clean_mask)
         self._share("clean_acc", self.clean_acc, self.clean_mask)
         if set(self.masks) != set(self.attacks):
@@ -65,10 +81,12 @@ class CertificationMetrics(Metrics):
     violated: int
     unknown: int
     statuses: str               # one of h/v/u per example, in test-split order
+    model_info: dict | None = None
 
     def check(self) -> None:
         """Statuses cover n examples and agree with the counts and the certified accuracy."""
         super().check()
+        check_model_info(self.kind, self.model_info)
         if len(self.statuses) != self.n or set(self.statuses) - set(CERT_STATUS):
             raise RowSchemaError(f"certification row: metrics.statuses must be {self.n} characters of h/v/u")
         for letter, name in CERT_STATUS.items():

@@ -1,7 +1,7 @@
 """What every task receives: resolved paths, device, seed, and loaders for the configured data and model."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from robustbench_local.data import DataSplit, load_dataset
+from robustbench_local.data_user import USER_DATASETS, data_identity
+from robustbench_local.sources.models import LoadedModel, ModelInfo, load_user_model, zoo_info
 from robustbench_local.zoo import get_recipe, load_model
 
 # The parts of a composed config that identify what a task computed. Workers, threads, progress bars,
@@ -36,6 +38,7 @@ class TaskContext:
     device: torch.device
     seed: int
     batch_size: int
+    loaded: LoadedModel | None = field(default=None, repr=False)   # the bare model once loaded (or given)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, output_dir: Path) -> "TaskContext":
@@ -47,13 +50,47 @@ class TaskContext:
     def load_data(self, split: str = "test", n: int | None = None) -> DataSplit:
         """Split ``split`` of ``cfg.dataset`` (first ``n`` examples if given)."""
         ds = self.cfg.dataset
-        return load_dataset(ds.name, split, root=self.data_root, n=n, size=ds.size)
+        return load_dataset(ds.name, split, root=self.data_root, n=n, size=ds.size, path=ds.path, seed=self.seed)
+
+    @property
+    def dataset_label(self) -> str:
+        """The data set as rows name it: a built-in name, or ``folder:<name>@<content hash>`` for the user's data.
+
+        Two different folders (or .npz files) never share a label, so their rows never merge.
+        """
+        ds = self.cfg.dataset
+        if ds.name not in USER_DATASETS:
+            return str(ds.name)
+        return f"{ds.name}:{Path(str(ds.path)).stem}@{data_identity(ds.path)[:8]}"
+
+    def _load_bare_model(self) -> LoadedModel:
+        """``cfg.model`` from its source (zoo recipe, ONNX file, torch class + weights), checked against the data."""
+        m = self.cfg.model
+        if m.source == "zoo":
+            threat = self.cfg.threat.norm
+            module = load_model(m.name, self.cfg.dataset.name, threat_model=None if threat in ("L0", "L1") else threat,
+                                cache_dir=self.cache_dir, data_root=self.data_root)
+            return LoadedModel(module, zoo_info(get_recipe(m.name, self.cfg.dataset.name), module))
+        if m.source == "python":
+            raise ConfigError("model.source=python is for a module handed to robustbench_local.api.benchmark; "
+                              "from rbl choose model=onnx or model=torch (or a zoo recipe)")
+        data = self.load_data("test")
+        return load_user_model(OmegaConf.to_container(m, resolve=True), data.input_shape, data.num_classes)
+
+    def bare_model(self) -> LoadedModel:
+        """The configured model without any defense wrapper, loaded once per context."""
+        if self.loaded is None:
+            self.loaded = self._load_bare_model()
+        return self.loaded
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """Where the model came from (name, source, architecture, parameters, training, identity)."""
+        return self.bare_model().info
 
     def load_model(self) -> nn.Module:
-        """``cfg.model`` trained on ``cfg.dataset`` from the zoo, wrapped by ``cfg.defense`` if one is set."""
-        threat = self.cfg.threat.norm
-        model = load_model(self.cfg.model.name, self.cfg.dataset.name, threat_model=None if threat in (None, "L0", "L1") else threat,
-                           cache_dir=self.cache_dir, data_root=self.data_root)
+        """``cfg.model`` from its source, wrapped by ``cfg.defense`` if one is set (eval mode)."""
+        model = self.bare_model().module
         wrapper = self.cfg.defense.wrapper
         if wrapper is not None:
             model = instantiate(wrapper, _partial_=True)(model).eval()
@@ -62,7 +99,8 @@ class TaskContext:
     def run_config(self, *sections: str, **extra: object) -> dict:
         """The idempotency key of a row: the named config ``sections`` (default: all identifying ones) + ``extra``.
 
-        Also records the zoo recipe hash, so rows of two different trainings of one name never merge.
+        Also records the model's identity (zoo recipe hash, or the hash of the user's files), so rows of two
+        different trainings or checkpoints under one name never merge.
         """
         chosen = sections or IDENTIFYING
         unknown = [s for s in chosen if s not in IDENTIFYING]
@@ -70,13 +108,17 @@ class TaskContext:
             raise ValueError(f"run_config: {unknown} are not identifying config sections {IDENTIFYING}")
         config = {s: OmegaConf.to_container(self.cfg[s], resolve=True) if isinstance(self.cfg.get(s), DictConfig)
                   else self.cfg.get(s) for s in chosen if s in self.cfg}
-        if "model" in chosen and "dataset" in chosen:
-            config["model_recipe"] = get_recipe(self.cfg.model.name, self.cfg.dataset.name).hash()
+        if "model" in chosen:
+            config["model_identity"] = self.model_info.identity
+        if "dataset" in chosen and self.cfg.dataset.name in USER_DATASETS:
+            config["dataset_identity"] = data_identity(self.cfg.dataset.path)
         return {**config, **extra}
 
     @property
     def defense_name(self) -> str:
-        """The defense recorded in results: the wrapper's name, else the zoo recipe's."""
+        """The defense recorded in results: the wrapper's name, else the zoo recipe's ("none" for a user's model)."""
         if self.cfg.defense.name != "none":
             return str(self.cfg.defense.name)
+        if self.cfg.model.source != "zoo":
+            return "none"
         return get_recipe(self.cfg.model.name, self.cfg.dataset.name).defense

@@ -19,6 +19,8 @@ from rbl_core.remeasure import remeasure
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from rbl_core.threat import ThreatModel
+from verify.network import Network
+from verify.onnx_import import load_onnx
 from verify.parallel import run_parallel
 from verify.spec import local_robustness
 from verify.torch_import import from_torch
@@ -32,13 +34,17 @@ def _certify_point(net, x: np.ndarray, label: int, eps: float, norm: str, timeou
 
 
 def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, timeout: float = 30.0,
-            method: str = "auto", workers: int = 2, seed: int = 0) -> dict:
-    """Verify local robustness of ``model`` at every ``(x_i, y_i)``; returns counts, statuses and times."""
+            method: str = "auto", workers: int = 2, seed: int = 0, net: Network | None = None) -> dict:
+    """Verify local robustness of ``model`` at every ``(x_i, y_i)``; returns counts, statuses and times.
+
+    ``net`` is the network the verifier reasons about (default: imported from ``model``); counterexamples
+    are always re-checked on ``model`` itself.
+    """
     if threat.norm.value not in ("Linf", "L2"):
         raise ConfigError(f"certify supports threat.norm Linf or L2, got {threat.norm.value}")
     if threat.eps is None or threat.eps < 0:
         raise ConfigError("certify needs a non-negative threat.eps")
-    net = from_torch(model, tuple(x.shape[1:]))
+    net = net if net is not None else from_torch(model, tuple(x.shape[1:]))
     with torch.no_grad():
         pred = model(x).argmax(1)
     statuses = ["violated"] * len(x)
@@ -71,6 +77,18 @@ def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Th
             "mean_time_s": float(np.mean([t for t in times if t > 0])) if any(times) else 0.0}
 
 
+def _onnx_network(cfg: DictConfig) -> Network | None:
+    """An ONNX model goes to the verifier as the file it is (no torch conversion in between)."""
+    m = cfg.model
+    if m.source != "onnx":
+        return None
+    if m.input_size is not None or m.mean is not None or m.std is not None or m.channel_order != "RGB" \
+            or cfg.defense.wrapper is not None:
+        raise ConfigError("task=certify verifies an ONNX file as it is: drop model.input_size/mean/std/"
+                          "channel_order and the defense wrapper, or export the preprocessing into the ONNX graph")
+    return load_onnx(m.path)
+
+
 def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     """Certify ``cfg.model`` on the first ``task.n`` (default ``dataset.n_test``) test points at ``cfg.threat``."""
     tc = cfg.task
@@ -80,10 +98,11 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     model = ctx.load_model().float().eval()
     start = time.perf_counter()
     metrics = certify(model, data.x, data.y, threat, timeout=tc.timeout,
-                      method=tc.method, workers=tc.workers, seed=cfg.seed)
+                      method=tc.method, workers=tc.workers, seed=cfg.seed, net=_onnx_network(cfg))
     config = ctx.run_config("dataset", "model", "defense", "threat", "task", "seed")
+    metrics["model_info"] = ctx.model_info.to_dict()
     print(f"certified {metrics['holds']}/{metrics['n']} (violated {metrics['violated']}, unknown {metrics['unknown']}) "
           f"at {threat.norm.value} eps={threat.eps}")
-    yield ResultRow(kind="certification", dataset=cfg.dataset.name, model=cfg.model.name, attack="verify",
+    yield ResultRow(kind="certification", dataset=ctx.dataset_label, model=cfg.model.name, attack="verify",
                     metrics=metrics, config=config, defense=ctx.defense_name, threat_model=threat.norm.value,
                     eps=threat.eps, seed=cfg.seed, time_s=time.perf_counter() - start)

@@ -145,7 +145,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         config = ctx.run_config("dataset", "model", "defense", "seed", attack=OmegaConf.to_container(spec),
                                 n_images=t.n_images, pool=t.pool, eps=threat.eps)
         table_rows.append((name, metrics["access"], metrics))
-        yield ResultRow(kind="perturbation", dataset=cfg.dataset.name, model=cfg.model.name,
+        yield ResultRow(kind="perturbation", dataset=ctx.dataset_label, model=cfg.model.name,
                         defense=ctx.defense_name, attack=name, threat_model=threat.norm.value, eps=threat.eps,
                         seed=int(cfg.seed), metrics=metrics, config=config, time_s=metrics["time_per_image_s"] * len(y))
     table = format_table(table_rows, cfg.dataset.name)

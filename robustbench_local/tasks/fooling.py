@@ -124,7 +124,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     shape = tuple(test.x.shape[1:])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     base = ctx.run_config("dataset", "model", "defense", "task", "seed")
-    row = dict(kind="fooling", dataset=cfg.dataset.name, model=cfg.model.name, defense=ctx.defense_name,
+    row = dict(kind="fooling", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
                seed=ctx.seed)
     start = time.perf_counter()
 
