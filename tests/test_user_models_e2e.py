@@ -150,6 +150,11 @@ def test_a_users_onnx_network_is_certified_like_the_zoo_model(tmp_path):
     _rbl(tmp_path, *common, "model=standard_mlp_tiny", "dataset.n_test=20")
     _rbl(tmp_path, *common, "model=onnx", "model.name=my_mlp", f"model.path={tmp_path}/mlp.onnx",
          "dataset=npz", f"dataset.path={tmp_path}/digits.npz")
+    save_file(zoo.state_dict(), str(tmp_path / "mlp.safetensors"))
+    _rbl(tmp_path, *common, "model=torch", "model.name=my_torch_mlp", "model.target=rbl_core.architectures:build",
+         "model.kwargs={arch:mlp_tiny,input_shape:[1,8,8],num_classes:10}", f"model.weights={tmp_path}/mlp.safetensors",
+         "dataset=npz", f"dataset.path={tmp_path}/digits.npz")
     rows = {r["model"]: r["metrics"] for r in ResultsStore(f"sqlite:///{tmp_path}/r.db").rows(kind="certification")}
-    assert rows["my_mlp"]["statuses"] == rows["standard_mlp_tiny"]["statuses"]
-    assert rows["my_mlp"]["certified_acc"] == rows["standard_mlp_tiny"]["certified_acc"] >= 0.5
+    for name in ("my_mlp", "my_torch_mlp"):
+        assert rows[name]["statuses"] == rows["standard_mlp_tiny"]["statuses"], name
+        assert rows[name]["certified_acc"] == rows["standard_mlp_tiny"]["certified_acc"] >= 0.5

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from robustbench_local.config_schema.rules import ranged, section
+from robustbench_local.config_schema.rules import join, ranged, section
+from robustbench_local.tasks.base import ConfigError
 from rbl_core.threat import Norm
 
 NORMS = tuple(n.value for n in Norm)
@@ -49,14 +50,8 @@ class DatasetConfig:
     size: int | None = ranged(None, ge=1)
 
     @staticmethod
-    def check_values(node: Any, key: str) -> None:   # node: the dataset DictConfig
+    def check_values(node: DictConfig, key: str) -> None:
         """``folder`` / ``npz`` need ``path``; the built-in sets read ``root``, so a ``path`` there would be ignored."""
-        # Imported here so that this hook stays within the class (root.py's imports are shared with other edits).
-        from omegaconf import OmegaConf
-
-        from robustbench_local.config_schema.rules import join
-        from robustbench_local.tasks.base import ConfigError
-
         if OmegaConf.is_missing(node, "name"):
             return   # reported by check_node as "dataset.name is missing"
         has_path = node.path not in (None, "")
@@ -83,6 +78,18 @@ class ModelConfig:
     mean: Optional[List[float]] = None        # per-channel normalisation folded into the model
     std: Optional[List[float]] = None
     description: str = ""
+
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """Each source's own keys are given: onnx needs ``path``; torch needs ``target`` and ``weights``."""
+        need = {"onnx": ("path",), "torch": ("target", "weights")}.get(node.source, ())
+        missing = [k for k in need if node[k] in (None, "")]
+        if missing:
+            keys = " and ".join(join(key, k) for k in missing)
+            raise ConfigError(f"{keys} {'is' if len(missing) == 1 else 'are'} required for {join(key, 'source')}"
+                              f"={node.source}")
+        if node.kwargs is not None and not OmegaConf.is_dict(node.kwargs):
+            raise ConfigError(f"{join(key, 'kwargs')} must be a mapping such as {{width:64}}, got {node.kwargs!r}")
 
 
 @dataclass
