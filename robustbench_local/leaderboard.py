@@ -58,6 +58,7 @@ class _Evidence:
     names: dict[str, str] = field(default_factory=dict)         # attack key -> attack name
     autoattack: set[str] = field(default_factory=set)           # keys of AutoAttack standard runs
     statuses: list[str] = field(default_factory=list)           # certification statuses, one string per row
+    cert_clean: list[float] = field(default_factory=list)       # clean accuracy the verifier's rows measured
 
 
 def _collect(entry: Entry, rows: list[dict]) -> _Evidence:
@@ -69,6 +70,7 @@ def _collect(entry: Entry, rows: list[dict]) -> _Evidence:
             entry.model_info = dict(typed.model_info)
         if isinstance(typed, CertificationMetrics):
             ev.statuses.append(typed.statuses)
+            ev.cert_clean.append(typed.clean_acc)
             continue
         assert isinstance(typed, EvasionMetrics)
         ev.clean.append(typed.clean_mask)
@@ -95,6 +97,8 @@ def _fill(entry: Entry, ev: _Evidence) -> None:
             entry.per_attack[label] = _share(mask)
         if ev.autoattack:
             entry.autoattack_acc = _share(_and([clean, *(merged[k] for k in ev.autoattack)]))
+    if entry.clean_acc is None and len(set(ev.cert_clean)) == 1:
+        entry.clean_acc = ev.cert_clean[0]   # no attack rows: the clean accuracy the certification rows measured
     if ev.statuses:
         # A proof from any row certifies the example; a proof and a confirmed counterexample contradict.
         proved = "".join("1" if any(s[i] == "h" for s in ev.statuses) else "0" for i in range(entry.n))

@@ -107,3 +107,9 @@ def test_two_checkpoints_under_one_name_never_merge(store):
     md = to_markdown(entries)
     assert "net [aaaa1111]" in md and "net [bbbb2222]" in md and "| onnx | 10 |" in md
     assert json.loads(to_robustbench_json(entries[0]))["training"] == "external"
+
+
+def test_a_certification_only_entry_shows_the_clean_accuracy_it_measured(store):
+    store.record(certification_row("a", "hhvu", clean="1110"))
+    (entry,) = build_entries(store)
+    assert entry.clean_acc == 0.75 and entry.certified_acc == 0.5 and entry.robust_acc is None
