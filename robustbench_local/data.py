@@ -11,7 +11,7 @@ import gzip
 import os
 import pickle
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch

@@ -19,7 +19,7 @@ from robustbench_local.errors import USER_ERRORS
 from robustbench_local.sources.checkpoints import load_state_dict
 from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
 from robustbench_local.sources.models import ModelInfo, load_user_model, zoo_info
-from robustbench_local.sources.onnx_module import SUPPORTED_OPS, OnnxModule, load_onnx
+from robustbench_local.sources.onnx_module import SUPPORTED_OPS, load_onnx
 from robustbench_local.sources.preprocessing import Preprocessed
 from robustbench_local.zoo import get_recipe, load_model
 
