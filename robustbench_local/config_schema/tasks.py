@@ -341,8 +341,25 @@ class FoolingRetrainingTask(_DirectEncodingTask):
     check_values = staticmethod(_cppn_rates_in_range)
 
 
+@dataclass
+class ContextualFusionTask:
+    """``task=contextual_fusion``: fg-only, bg-only and fused digit classifiers on MNIST-on-texture scenes."""
+
+    _target_: str = "robustbench_local.tasks.contextual_fusion.run"
+    n_train: int = ranged(5000, ge=10)
+    n_test: int = ranged(500, ge=1)
+    p: List[float] = ranged([0.1, 0.5, 0.9], nonempty=True, **PROBABILITY)
+    alpha: List[float] = ranged([0.0, 0.03], nonempty=True, ge=0)
+    eps: List[float] = ranged([0.05, 0.1, 0.2], nonempty=True, gt=0, le=1)
+    sigma: List[float] = ranged([0.5, 1.0, 2.0], nonempty=True, gt=0)
+    pgd_steps: int = ranged(10, ge=1)
+    epochs: int = ranged(5, ge=1)
+    head_steps: int = ranged(300, ge=1)
+    seed: int = ranged(0, ge=0)
+
+
 TASKS: dict[str, type] = {
-    "certify": CertifyTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
+    "certify": CertifyTask, "contextual_fusion": ContextualFusionTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
     "evaluate": EvaluateTask, "feature_guided_compare": FeatureGuidedCompareTask,
     "fooling_gradient_ascent": FoolingGradientAscentTask, "fooling_map_elites_cppn": FoolingMapElitesCppnTask,
     "fooling_map_elites_direct": FoolingMapElitesDirectTask, "fooling_retraining": FoolingRetrainingTask,

@@ -205,3 +205,38 @@ class PerturbationMetrics(Metrics):
         super().check()
         self._mask("success_mask", self.success_mask)
         self._share("success_rate", self.success_rate, self.success_mask)
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class FusionMetrics(Metrics):
+    """Contextual fusion: fg-only, bg-only and fused accuracy under one threat at one eps or blur sigma."""
+
+    kind = "fusion"
+    fractions = ("fg_acc", "bg_acc", "fused_acc", "p", "fg_share")
+    threats = ("clean", "transfer-from-fg", "e2e-fg-region", "e2e-whole", "blur")
+
+    n: int
+    p: float                    # probability that the scene class equals the label
+    alpha: float                # weight of the ||theta_fg||^2 penalty
+    threat: str
+    attack: str
+    fg_acc: float
+    bg_acc: float
+    fused_acc: float
+    per_class: dict[str, dict[str, float]]   # class -> {"fg", "bg", "fused", "gain"}
+    eps: float | None = None
+    sigma: float | None = None
+    fg_share: float | None = None   # ||theta_fg|| / (||theta_fg|| + ||theta_bg||) of the fused head
+
+    def check(self) -> None:
+        """A known threat; blur rows carry sigma, the others eps."""
+        super().check()
+        if self.threat not in self.threats:
+            raise RowSchemaError(f"fusion row: metrics.threat must be one of {list(self.threats)}, got {self.threat!r}")
+        if self.threat == "blur" and self.sigma is None:
+            raise RowSchemaError("fusion row (blur): metrics.sigma is missing")
+        if self.threat != "blur" and self.eps is None:
+            raise RowSchemaError(f"fusion row ({self.threat}): metrics.eps is missing")
+        if self.alpha < 0:
+            raise RowSchemaError(f"fusion row: metrics.alpha must be >= 0, got {self.alpha}")
