@@ -7,7 +7,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 
-from robustbench_local.results import ResultsStore, parse_metrics
+from robustbench_local.results import Metrics, ResultsStore, parse_metrics
 from robustbench_local.results.schemas import CertificationMetrics, EvasionMetrics
 
 LEADERBOARD_KINDS = ("evasion", "certification")
@@ -61,10 +61,9 @@ class _Evidence:
     cert_clean: list[float] = field(default_factory=list)       # clean accuracy the verifier's rows measured
 
 
-def _collect(entry: Entry, rows: list[dict]) -> _Evidence:
+def _collect(entry: Entry, rows: list[tuple[dict, Metrics]]) -> _Evidence:
     ev = _Evidence()
-    for row in rows:
-        typed = parse_metrics(row["kind"], row["metrics"])
+    for row, typed in rows:
         entry.time_s += row["time_s"]
         if typed.model_info:
             entry.model_info = dict(typed.model_info)
@@ -119,16 +118,16 @@ def build_entries(store: ResultsStore, dataset: str | None = None, threat_model:
     """Leaderboard entries for the filters, ranked by ``sort_by`` (descending)."""
     if sort_by not in SORT_KEYS:
         raise ValueError(f"cannot sort by {sort_by!r}: choose one of {', '.join(SORT_KEYS)}")
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[tuple[dict, Metrics]]] = {}
     for row in store.rows(dataset=dataset, threat_model=threat_model):
         if row["kind"] not in LEADERBOARD_KINDS or row["status"] != "ok":
             continue
+        typed = parse_metrics(row["kind"], row["metrics"])
         # Rows combine per example only over the same examples (the same n of the same test split), and only
         # for the same weights (the model's identity).
-        identity = (row["metrics"].get("model_info") or {}).get("identity")
-        key = (row["dataset"], row["model"], identity, row["defense"], row["threat_model"], row["eps"],
-               row["metrics"]["n"])
-        groups.setdefault(key, []).append(row)
+        identity = typed.model_info["identity"] if typed.model_info else None
+        key = (row["dataset"], row["model"], identity, row["defense"], row["threat_model"], row["eps"], typed.n)
+        groups.setdefault(key, []).append((row, typed))
     entries = []
     for key, rows in groups.items():
         entry = Entry(*key)

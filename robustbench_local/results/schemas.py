@@ -1,15 +1,16 @@
 """The result kinds of the methods in this suite; a new method registers its own kind the same way."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 from robustbench_local.results.kinds import Metrics, RowSchemaError, register_kind
+from robustbench_local.sources.models import ModelInfo
 
 CERT_STATUS = {"h": "holds", "v": "violated", "u": "unknown"}
 # Where an evaluated model came from (RobustBench's model info): shown on the leaderboard, and its identity
 # (recipe hash or file hash) keeps two checkpoints under one name apart.
-MODEL_INFO = {"name": str, "source": str, "architecture": str, "parameters": int, "training": str,
-              "description": str, "identity": str}
+MODEL_INFO = typing.get_type_hints(ModelInfo)   # field -> type, the dataclass the harness fills in
 
 
 def check_model_info(kind: str, info: dict | None) -> None:
@@ -162,7 +163,6 @@ class EnsembleMetrics(Metrics):
 
     kind = "ensemble"
     fractions = ("clean_acc", "transfer_acc", "mean_off_diagonal")
-    parts = ("transfer", "transferability")
 
     n: int
     part: str

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from rbl_core.io import atomic_write_text
-from robustbench_local.results.store import ResultRow, ResultsStore, StoreError
+from robustbench_local.results.store import ResultRow, ResultsStore, StoreError, first_line
 
 DEFAULT_SPOOL = "results/spool.jsonl"
 
@@ -76,8 +76,7 @@ class RowSink:
         except SQLAlchemyError as err:
             spool_rows(self.spool, [row])
             self.spooled.append(row)
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            print(f"rbl: warning: results store failed ({first}); row kept in {self.spool}, "
+            print(f"rbl: warning: results store failed ({first_line(err)}); row kept in {self.spool}, "
                   f"imported by the next run or by `rbl task=import_rows`", file=sys.stderr)
             return row.config_hash
         self.recorded.append(row)

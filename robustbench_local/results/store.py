@@ -61,7 +61,8 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none), for one-line reports."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
@@ -144,7 +145,7 @@ class ResultsStore:
             self._retry(self._create_schema)
         except (ArgumentError, NoSuchModuleError, SQLAlchemyError, ImportError, OSError) as err:
             raise StoreError(f"results.url={_redact(url)}: cannot open the results store: "
-                             f"{_first_line(err)}") from None
+                             f"{first_line(err)}") from None
 
     def _create_schema(self) -> None:
         with self.engine.begin() as conn:
@@ -197,7 +198,7 @@ class ResultsStore:
             self._retry(probe)
         except SQLAlchemyError as err:
             raise StoreError(f"results.url={_redact(self.url)}: the results store is not writable: "
-                             f"{_first_line(err)}") from None
+                             f"{first_line(err)}") from None
 
     def record(self, row: ResultRow) -> str:
         """Validate ``row``, then insert it or replace the row with the same config hash; returns the hash."""

@@ -31,7 +31,7 @@ class ModelInfo:
     """Where an evaluated model came from, recorded beside its results."""
 
     name: str
-    source: str          # "zoo" | "onnx" | "torch"
+    source: str          # "zoo" | "onnx" | "torch" | "python" (a module handed to api.benchmark)
     architecture: str    # the class name, or "onnx: <n> nodes (<op types>)"
     parameters: int      # parameters of the module (ONNX: floating-point initializer elements)
     training: str        # "recipe <hash12>" for zoo models, "external" for the user's files

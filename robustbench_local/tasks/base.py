@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -61,7 +62,12 @@ class TaskContext:
         ds = self.cfg.dataset
         if ds.name not in USER_DATASETS:
             return str(ds.name)
-        return f"{ds.name}:{Path(str(ds.path)).stem}@{data_identity(ds.path)[:8]}"
+        return f"{ds.name}:{Path(str(ds.path)).stem}@{self.data_identity[:8]}"
+
+    @cached_property
+    def data_identity(self) -> str:
+        """Content hash of the user's folder or .npz file, read once per context (every row records it)."""
+        return data_identity(self.cfg.dataset.path)
 
     def _load_bare_model(self) -> LoadedModel:
         """``cfg.model`` from its source (zoo recipe, ONNX file, torch class + weights), checked against the data."""
@@ -74,7 +80,7 @@ class TaskContext:
         if m.source == "python":
             raise ConfigError("model.source=python is for a module handed to robustbench_local.api.benchmark; "
                               "from rbl choose model=onnx or model=torch (or a zoo recipe)")
-        data = self.load_data("test")
+        data = self.load_data("test", n=1)   # one example gives the shape; num_classes is the whole set's
         return load_user_model(OmegaConf.to_container(m, resolve=True), data.input_shape, data.num_classes)
 
     def bare_model(self) -> LoadedModel:
@@ -111,7 +117,7 @@ class TaskContext:
         if "model" in chosen:
             config["model_identity"] = self.model_info.identity
         if "dataset" in chosen and self.cfg.dataset.name in USER_DATASETS:
-            config["dataset_identity"] = data_identity(self.cfg.dataset.path)
+            config["dataset_identity"] = self.data_identity
         return {**config, **extra}
 
     @property
