@@ -3,7 +3,8 @@
 Every loader returns a :class:`DataSplit` of float32 NCHW images in [0, 1]. Sets that ship only a
 test set (MNIST, GTSRB here) are split deterministically: a permutation drawn with
 ``numpy.random.default_rng(0)`` over the whole file, the first part for training, the rest for test.
-The user's own data (``folder``, ``npz`` at ``path``) is read by :mod:`robustbench_local.data_user`.
+The user's own data (``folder``, ``npz`` at ``path``) is read by :mod:`robustbench_local.data_user`; the
+object-on-scene sets (``mnist_scenes*``) by :mod:`robustbench_local.data_scenes`.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from rbl_core.data import DataError, DataSplit
+from robustbench_local.data_scenes import SCENE_SETS, scene_split
 from robustbench_local.data_user import USER_DATASETS, load_user_dataset
 
 __all__ = ["DataError", "DataSplit", "DATASETS", "load_dataset", "default_data_root"]
 
-DATASETS = ("digits", "mnist", "cifar10", "gtsrb") + USER_DATASETS
+DATASETS = ("digits", "mnist", "cifar10", "gtsrb") + tuple(SCENE_SETS) + USER_DATASETS
 SPLIT_SEED = 0
 # Train/test sizes for sets carved out of a single file (documented in the README).
 CARVED_SPLITS = {"digits": 1400, "mnist": 8000, "gtsrb": 10000}
@@ -172,7 +174,13 @@ def _load_gtsrb(root: Path, split: str) -> DataSplit:
     return _to_split(x[idx], y[idx], "gtsrb", split, names or tuple(str(i) for i in range(43)), True)
 
 
-_LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "gtsrb": _load_gtsrb}
+def _scene_loader(name: str) -> Callable[[Path, str], DataSplit]:
+    # Scene sets composite the whole MNIST split first, so "first n" is the same images for every n.
+    return lambda root, split: scene_split(name, split, _load_mnist(root, split))
+
+
+_LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "gtsrb": _load_gtsrb,
+            **{name: _scene_loader(name) for name in SCENE_SETS}}
 
 
 def load_dataset(name: str, split: str = "test", root: str | Path | None = None, n: int | None = None,

@@ -62,12 +62,6 @@ class FusionModel(nn.Module):
         return f / max(f + b, 1e-12)
 
 
-def fusion_model(fg_features: nn.Module, bg_features: nn.Module, fg_dim: int, bg_dim: int,
-                 num_classes: int = 10) -> FusionModel:
-    """A FusionModel with a fresh linear head over ``fg_dim + bg_dim`` features."""
-    return FusionModel(fg_features, bg_features, nn.Linear(fg_dim + bg_dim, num_classes), fg_dim=fg_dim)
-
-
 def _last_linear_width(module: nn.Module) -> int:
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if not linears:

@@ -3,7 +3,8 @@
 Stands in for COCO objects on Places scenes (seeds.md section 7 (d)). Each image gets a digit (the object,
 label ``y``) and a texture (the scene, label ``scene``). The scene class equals the digit label with
 probability ``p``, else it is uniform over the other nine classes, so ``p = 0.1`` makes scene and label
-independent (chance, the negative control) and ``p = 1`` makes the scene a perfect cue.
+independent (chance, the negative control) and ``p = 1`` makes the scene a perfect cue. ``p`` may also be
+given per digit class, to vary context variability between classes.
 
 Compositing uses the digit intensity as alpha: ``composite = a * 1 + (1 - a) * texture``, i.e. a white
 digit over the scene. Every texture gets a random phase (shift), a random contrast and a random mean level,
@@ -13,6 +14,7 @@ All tensors are grey 1 x 28 x 28 in [0, 1] (NCHW).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,10 +37,17 @@ class Scenes:
     mask: torch.Tensor         # 1 where the digit is (intensity > MASK_THRESHOLD), else 0
     y: torch.Tensor            # digit label
     scene: torch.Tensor        # texture class
-    p: float
+    p: float | tuple[float, ...]
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def subset(self, n: int | None) -> Scenes:
+        """The first ``n`` images of every view (all of them for ``None``)."""
+        if n is None or n >= len(self):
+            return self
+        return Scenes(self.foreground[:n], self.background[:n], self.composite[:n], self.mask[:n], self.y[:n],
+                      self.scene[:n], self.p)
 
     def split(self, view: str = "composite", labels: str = "y", name: str = "scenes") -> DataSplit:
         """One view with one label set as a ``DataSplit`` (for ``rbl_core.training.train_classifier``)."""
@@ -87,17 +96,30 @@ def texture(cls: int, size: int, gen: torch.Generator) -> torch.Tensor:
     return (level + contrast * t).clamp(0, 1)
 
 
-def scene_labels(y: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Scene class per image: ``y`` with probability ``p``, else uniform over the other nine classes."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    same = torch.rand(len(y), generator=gen) < p
+def class_probabilities(p: float | Sequence[float]) -> torch.Tensor:
+    """``p`` as one probability per digit class: a float for every class, or a per-class sequence of 10."""
+    probs = torch.full((NUM_SCENES,), float(p)) if isinstance(p, (int, float)) else torch.tensor([float(v) for v in p])
+    if probs.shape != (NUM_SCENES,):
+        raise ValueError(f"p must be one probability or {NUM_SCENES} per-class ones, got {len(probs)}")
+    if bool((probs < 0).any() or (probs > 1).any()):
+        raise ValueError(f"p must lie in [0, 1], got {probs.tolist()}")
+    return probs
+
+
+def scene_labels(y: torch.Tensor, p: float | Sequence[float], gen: torch.Generator) -> torch.Tensor:
+    """Scene class per image: ``y`` with probability ``p`` (of its class), else uniform over the other nine."""
+    probs = class_probabilities(p)
+    same = torch.rand(len(y), generator=gen) < probs[y]
     other = (y + 1 + torch.randint(0, NUM_SCENES - 1, (len(y),), generator=gen)) % NUM_SCENES
     return torch.where(same, y, other)
 
 
-def make_scenes(digits: DataSplit, p: float, seed: int) -> Scenes:
-    """Composite every digit of ``digits`` (grey, square) onto a scene correlated with its label by ``p``."""
+def make_scenes(digits: DataSplit, p: float | Sequence[float], seed: int) -> Scenes:
+    """Composite every digit of ``digits`` (grey, square) onto a scene correlated with its label by ``p``.
+
+    ``p`` is one probability for every class, or one per class (classes with a higher p have a less variable
+    context: the per-class gain study).
+    """
     if digits.x.shape[1] != 1:
         raise ValueError(f"make_scenes needs grey digits (N, 1, H, W), got {tuple(digits.x.shape)}")
     gen = torch.Generator().manual_seed(seed)
@@ -107,4 +129,5 @@ def make_scenes(digits: DataSplit, p: float, seed: int) -> Scenes:
     a = digits.x.clamp(0, 1)
     composite = a + (1 - a) * bg
     mask = (a > MASK_THRESHOLD).float()
-    return Scenes(foreground=a, background=bg, composite=composite, mask=mask, y=digits.y.clone(), scene=scene, p=p)
+    return Scenes(foreground=a, background=bg, composite=composite, mask=mask, y=digits.y.clone(), scene=scene,
+                  p=p if isinstance(p, (int, float)) else tuple(float(v) for v in p))

@@ -1,6 +1,7 @@
-"""Training: the two streams (object and scene classifiers), then the fusion head with CE + alpha * ||theta_fg||^2.
+"""Training the heads on two frozen streams: the fusion head with CE + alpha * ||theta_fg||^2 and the bg-only head.
 
-Stream training sets (deviation from "isolated views", see docs/contextual_fusion.md): the foreground stream
+The streams themselves are ordinary ``cnn_small`` classifiers trained by the harness's zoo (``fusion_fg``,
+``fusion_bg``); ``split_classifier`` cuts one into (features, head). Stream training sets (deviation from "isolated views", see docs/contextual_fusion.md): the foreground stream
 learns the digit from composites whose scene is independent of the label (p = chance), the background stream
 learns the scene class from composites whose digit is independent of the scene. Each stream thus sees the same
 kind of image it sees at test time (both streams read the composite) while learning only its own factor, the
@@ -14,16 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.contextual_fusion.model import (
-    FusionModel,
-    LinearOnFeatures,
-    freeze,
-    fusion_model,
-)
-from defenses.contextual_fusion.scenes import Scenes
-from rbl_core.architectures import build
-from rbl_core.data import DataSplit
-from rbl_core.training import deterministic_training, train_classifier
+from defenses.contextual_fusion.model import FusionModel, LinearOnFeatures
+from rbl_core.training import deterministic_training
 
 
 @dataclass
@@ -52,24 +45,9 @@ def split_classifier(model: nn.Sequential) -> LinearOnFeatures:
     return LinearOnFeatures(nn.Sequential(*layers[:-1]), layers[-1])
 
 
-def train_stream(train: DataSplit, *, epochs: int, seed: int, lr: float = 3e-3,
-                 batch_size: int = 128, arch: str = "cnn_small") -> LinearOnFeatures:
-    """Train an ``arch`` classifier on a DataSplit with ``rbl_core.training.train_classifier``; frozen."""
-    torch.manual_seed(seed)
-    model = build(arch, train.input_shape, train.num_classes)
-    train_classifier(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=False)
-    return freeze(split_classifier(model))
-
-
-def train_streams(fg_train: Scenes, bg_train: Scenes, *, epochs: int, seed: int) -> Streams:
-    """The digit stream on ``fg_train`` (label y) and the scene stream on ``bg_train`` (label scene)."""
-    fg = train_stream(fg_train.split("composite", "y", "fg"), epochs=epochs, seed=seed)
-    bg = train_stream(bg_train.split("composite", "scene", "bg"), epochs=epochs, seed=seed + 1)
-    return Streams(fg, bg)
-
-
 @torch.no_grad()
-def _features(extractor: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def frozen_features(extractor: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """``extractor(x)`` in batches, without gradients."""
     return torch.cat([extractor(chunk) for chunk in x.split(batch_size)])
 
 
@@ -92,27 +70,27 @@ def train_linear(features: torch.Tensor, y: torch.Tensor, *, num_classes: int = 
 
 def fusion_features(streams: Streams, x: torch.Tensor) -> torch.Tensor:
     """Frozen (fg, bg) features of ``x``, computed once and shared by every head trained on them."""
-    return torch.cat([_features(streams.fg.features, x), _features(streams.bg.features, x)], dim=1)
+    return torch.cat([frozen_features(streams.fg.features, x), frozen_features(streams.bg.features, x)], dim=1)
 
 
-def train_fusion(streams: Streams, train: Scenes, *, alpha: float, seed: int, steps: int = 300,
+def train_fusion(streams: Streams, x: torch.Tensor, y: torch.Tensor, *, alpha: float, seed: int, steps: int = 300,
                  feats: torch.Tensor | None = None) -> FusionModel:
-    """The joint head on frozen (fg, bg) features of ``train``'s composites; alpha penalises theta_fg."""
-    feats = fusion_features(streams, train.composite) if feats is None else feats
-    head = train_linear(feats, train.y, alpha=alpha, penalised=streams.fg_dim, steps=steps, seed=seed)
+    """The joint head on frozen (fg, bg) features of composites ``x`` (labels ``y``); alpha penalises theta_fg."""
+    feats = fusion_features(streams, x) if feats is None else feats
+    head = train_linear(feats, y, alpha=alpha, penalised=streams.fg_dim, steps=steps, seed=seed)
     return FusionModel(streams.fg.features, streams.bg.features, head, fg_dim=streams.fg_dim).eval()
 
 
-def train_bg_only(streams: Streams, train: Scenes, *, seed: int, steps: int = 300,
+def train_bg_only(streams: Streams, x: torch.Tensor, y: torch.Tensor, *, seed: int, steps: int = 300,
                   feats: torch.Tensor | None = None) -> LinearOnFeatures:
     """The background-only digit classifier: a linear head on frozen scene features (the paper's third model).
 
-    ``feats``: the fusion features of ``train`` if already computed (their bg block is used).
+    ``feats``: the fusion features of ``x`` if already computed (their bg block is used).
     """
-    bg = _features(streams.bg.features, train.composite) if feats is None else feats[:, streams.fg_dim:]
-    head = train_linear(bg, train.y, steps=steps, seed=seed)
+    bg = frozen_features(streams.bg.features, x) if feats is None else feats[:, streams.fg_dim:]
+    head = train_linear(bg, y, steps=steps, seed=seed)
     return LinearOnFeatures(streams.bg.features, head).eval()
 
 
-__all__ = ["Streams", "fusion_features", "fusion_model", "split_classifier", "train_bg_only", "train_fusion", "train_linear",
-           "train_stream", "train_streams"]
+__all__ = ["Streams", "frozen_features", "fusion_features", "split_classifier", "train_bg_only", "train_fusion",
+           "train_linear"]

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from robustbench_local.config_schema.rules import join, ranged, section
+from robustbench_local.data import DATASETS
 from robustbench_local.tasks.base import ConfigError
 from rbl_core.threat import Norm
 
@@ -35,7 +36,7 @@ class ResultsConfig:
     spool: str = "results/spool.jsonl"
 
 
-DATASET_NAMES = ("digits", "mnist", "cifar10", "gtsrb", "folder", "npz")
+DATASET_NAMES = DATASETS
 MODEL_SOURCES = ("zoo", "onnx", "torch", "python")   # python: a module handed to api.benchmark
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from attacks.fooling.cppn import CPPNMutationRates
 from robustbench_local.config_schema.root import NORMS
 from robustbench_local.config_schema.rules import fail, join, ranged, section
+from robustbench_local.data_scenes import DIGIT_SCENE_SETS
 from robustbench_local.tasks.base import ConfigError
 
 THRESHOLDS = [0.99, 0.999, 0.9999]
@@ -343,16 +344,16 @@ class FoolingRetrainingTask(_DirectEncodingTask):
 
 @dataclass
 class ContextualFusionTask:
-    """``task=contextual_fusion``: fg-only, bg-only and fused digit classifiers on MNIST-on-texture scenes."""
+    """``task=contextual_fusion``: fg-only, bg-only and fused digit classifiers on MNIST-on-texture scene sets."""
 
     _target_: str = "robustbench_local.tasks.contextual_fusion.run"
-    n_train: int = ranged(5000, ge=10)
+    scene_sets: List[str] = ranged(["mnist_scenes10", "mnist_scenes50", "mnist_scenes90", "mnist_scenes_var"],
+                                   nonempty=True, choices=DIGIT_SCENE_SETS)
+    n_train: int = ranged(5000, ge=10)     # train images of each stream; the heads get the rest of the split
     n_test: int = ranged(500, ge=1)
-    p: List[float] = ranged([0.1, 0.5, 0.9], nonempty=True, **PROBABILITY)
     alpha: List[float] = ranged([0.0, 0.03], nonempty=True, ge=0)
-    eps: List[float] = ranged([0.05, 0.1, 0.2], nonempty=True, gt=0, le=1)
+    eps: List[float] = ranged([0.05, 0.1, 0.2], nonempty=True, gt=0, lt=0.5)
     sigma: List[float] = ranged([0.5, 1.0, 2.0], nonempty=True, gt=0)
-    pgd_steps: int = ranged(10, ge=1)
     epochs: int = ranged(5, ge=1)
     head_steps: int = ranged(300, ge=1)
     seed: int = ranged(0, ge=0)

@@ -213,11 +213,11 @@ class FusionMetrics(Metrics):
     """Contextual fusion: fg-only, bg-only and fused accuracy under one threat at one eps or blur sigma."""
 
     kind = "fusion"
-    fractions = ("fg_acc", "bg_acc", "fused_acc", "p", "fg_share")
+    fractions = ("fg_acc", "bg_acc", "fused_acc", "p", "fg_share", "fg_whitebox_acc")
     threats = ("clean", "transfer-from-fg", "e2e-fg-region", "e2e-whole", "blur")
 
     n: int
-    p: float                    # probability that the scene class equals the label
+    p: float                    # probability that the scene class equals the label (mean over classes)
     alpha: float                # weight of the ||theta_fg||^2 penalty
     threat: str
     attack: str
@@ -228,10 +228,18 @@ class FusionMetrics(Metrics):
     eps: float | None = None
     sigma: float | None = None
     fg_share: float | None = None   # ||theta_fg|| / (||theta_fg|| + ||theta_bg||) of the fused head
+    # End-to-end threats: fg under the same threat crafted on fg itself (the fair single-stream baseline).
+    fg_whitebox_acc: float | None = None
+    class_p: list[float] | None = None          # per-class p, when the set varies it by class
+    gain_context_corr: float | None = None      # Spearman rho of per-class (fused - fg) gain vs class_p
 
     def check(self) -> None:
-        """A known threat; blur rows carry sigma, the others eps."""
+        """A known threat; blur rows carry sigma, the others eps; class_p has one p per class."""
         super().check()
+        if self.class_p is not None and any(not 0 <= v <= 1 for v in self.class_p):
+            raise RowSchemaError(f"fusion row: metrics.class_p must lie in [0, 1], got {self.class_p}")
+        if self.gain_context_corr is not None and not -1 <= self.gain_context_corr <= 1:
+            raise RowSchemaError(f"fusion row: metrics.gain_context_corr must lie in [-1, 1], got {self.gain_context_corr}")
         if self.threat not in self.threats:
             raise RowSchemaError(f"fusion row: metrics.threat must be one of {list(self.threats)}, got {self.threat!r}")
         if self.threat == "blur" and self.sigma is None:
