@@ -28,6 +28,7 @@ class Preprocessed(nn.Module):
             raise DefenseError(f"transform {type(transform).__name__} must set adaptive to one of {ADAPTIVE_MODES}")
         self.model, self.transform, self.name, self.adaptive = model, transform, name, mode
         self.channels = getattr(transform, "channels", None)   # None: any channel count
+        self.eval()   # a defense is evaluated, never trained, through this wrapper
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the wrapped classifier on the transformed images."""

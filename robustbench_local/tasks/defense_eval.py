@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from defenses.raw_isp.camera import SyntheticCamera, mosaic
+from defenses.raw_isp.camera import SyntheticCamera, mosaic, unpack
 from defenses.raw_isp.figure import pipeline_figure
 from rbl_core.data import DataSplit
 from rbl_core.io import sha256_json
@@ -37,8 +37,10 @@ def _figure(ctx: TaskContext, model: nn.Module, bare: nn.Module, attack, data: D
     view = (lambda z: transform(z)) if transform is not None else (lambda z: z)
     with torch.no_grad():
         panels = [("RGB", x[0])]
-        if x.shape[1] == 3:
-            panels.append(("RAW mosaic (camera)", mosaic(SyntheticCamera().inverse_isp(x))[0] ** (1 / 2.2)))
+        if hasattr(transform, "to_raw"):   # the RAW defense: F's estimate, shown with a display gamma
+            panels.append(("F(x), RAW mosaic", unpack(transform.to_raw(x)).clamp(0, 1)[0] ** (1 / 2.2)))
+        elif x.shape[1] == 3:
+            panels.append(("camera RAW mosaic", mosaic(SyntheticCamera().inverse_isp(x))[0] ** (1 / 2.2)))
         panels += [("defense(RGB)", view(x)[0]), (f"adversarial, eps={eps * 255:.0f}/255", adv[0]),
                    ("defense(adversarial)", view(adv)[0])]
     name = f"pipeline_{ctx.dataset_label}_{ctx.cfg.model.name}_{ctx.defense_name}.png"

@@ -20,8 +20,9 @@ from robustbench_local.zoo.recipes import Recipe, register_recipe
 
 RAW_DATASETS = ("cifar10", "gtsrb")
 _CAMERA = asdict(CameraParams())
-_F = dict(n_train=2000, epochs=6, lr=2e-3, batch_size=32, noise_sigma=0.1, width=32, depth=3, camera=_CAMERA)
-_G = dict(n_train=3000, epochs=10, lr=2e-3, batch_size=32, width=32, camera=_CAMERA)
+# 4,660 images = the whole CIFAR-10 train subset; GTSRB takes as many of its 10,000 (same cost).
+_F = dict(n_train=4660, epochs=10, lr=2e-3, batch_size=32, noise_sigma=0.1, width=32, depth=3, camera=_CAMERA)
+_G = dict(n_train=4660, epochs=16, lr=2e-3, batch_size=32, width=32, camera=_CAMERA)
 _TRAIN_KEYS = ("epochs", "lr", "batch_size", "noise_sigma")
 
 
