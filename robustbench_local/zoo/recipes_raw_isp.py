@@ -3,7 +3,8 @@
 Both train on the data set's own train split pushed through the synthetic camera
 (``defenses.raw_isp.camera``, default parameters, recorded in the recipe so a change retrains), with the
 settings of ``_F`` and ``_G``: far fewer images and epochs than the paper's 100 / 10 epochs on 46,839 Zurich
-pairs, sized for a CPU. ``small_cnn`` is a cheap CIFAR-10 classifier (cnn_bn_small, 15 epochs) the tests use.
+pairs, sized for a CPU. ``small_cnn`` (cnn_bn_small) is the study's classifier on both sets: on CIFAR-10 it is
+more accurate than ``standard_cnn`` on the 4,660-image subset (66 % vs 57 % on 500 test images) and ~13x cheaper.
 """
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def _recipes() -> list[Recipe]:
     here = "robustbench_local.zoo.recipes_raw_isp"
     out = [Recipe("small_cnn", "cifar10", "cnn_bn_small", dict(epochs=15, lr=0.05, batch_size=128, optimizer="sgd",
                                                                 weight_decay=5e-4, augment=True),
-                  description="small BatchNorm CNN (16-32-64), the RAW-defense tests' classifier")]
+                  description="small BatchNorm CNN (16-32-64), the RAW-defense study's classifier"),
+           Recipe("small_cnn", "gtsrb", "cnn_bn_small", dict(epochs=8, lr=3e-3, batch_size=128),
+                  description="small BatchNorm CNN (16-32-64), the RAW-defense study's classifier")]
     for ds in RAW_DATASETS:
         out.append(Recipe("raw_isp_f", ds, "raw_f", _F, builder=f"{here}:build_f", constructor=f"{here}:construct_f",
                           threat_models=(), defense="raw_isp", description="F: RGB -> packed RAW (noise-augmented)"))
