@@ -9,6 +9,7 @@ Adam, constant learning rate, seeded batch order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,11 @@ def _batches(n: int, batch_size: int, seed: int):
     return order.split(batch_size)
 
 
-def train_f(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: OperatorTraining) -> nn.Module:
-    """Fit F on ``rgb`` images to the camera's RAW with the noise-augmented loss; returns F in eval mode."""
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _fit(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: OperatorTraining, loss: Loss) -> nn.Module:
+    """Adam on ``loss(model, rgb batch, clean RAW batch, generator)`` over seeded batches; eval mode after."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     with torch.no_grad():
@@ -43,32 +47,29 @@ def train_f(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: O
     model.train()
     for epoch in range(cfg.epochs):
         for idx in _batches(len(rgb), cfg.batch_size, cfg.seed * 1000 + epoch):
-            y, target = rgb[idx], raw[idx]
-            scale = torch.randn(len(idx), 1, 1, 1, generator=gen)
-            noise = scale * cfg.noise_sigma * torch.randn(y.shape, generator=gen)
-            loss = F.mse_loss(model(y), target) + F.mse_loss(model(y + noise), target)
+            value = loss(model, rgb[idx], raw[idx], gen)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
     return model.eval()
+
+
+def train_f(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: OperatorTraining) -> nn.Module:
+    """Fit F on ``rgb`` images to the camera's RAW with the noise-augmented loss; returns F in eval mode."""
+    def loss(f: nn.Module, y: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        scale = torch.randn(len(y), 1, 1, 1, generator=gen)
+        noise = scale * cfg.noise_sigma * torch.randn(y.shape, generator=gen)
+        return F.mse_loss(f(y), target) + F.mse_loss(f(y + noise), target)
+
+    return _fit(model, rgb, camera, cfg, loss)
 
 
 def train_g(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: OperatorTraining) -> nn.Module:
     """Fit G to map the camera's noisy RAW of ``rgb`` back to ``rgb`` (MSE); returns G in eval mode."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    with torch.no_grad():
-        raw = camera.raw(rgb)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model.train()
-    for epoch in range(cfg.epochs):
-        for idx in _batches(len(rgb), cfg.batch_size, cfg.seed * 1000 + epoch):
-            noisy = camera.add_noise(raw[idx], gen)   # a fresh draw every epoch
-            loss = F.mse_loss(model(noisy), rgb[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
+    def loss(g: nn.Module, y: torch.Tensor, raw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return F.mse_loss(g(camera.add_noise(raw, gen)), y)   # a fresh noise draw every epoch
+
+    return _fit(model, rgb, camera, cfg, loss)
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
