@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from attacks.adapters.foolbox_adapter import FoolboxAttack
-from attacks.adaptive.wrappers import Unaware
+from attacks.adaptive.wrappers import EOT, Unaware
 from defenses.raw_isp.camera import CameraParams, SyntheticCamera, mosaic, pack, unpack
 from defenses.raw_isp.demosaic import ClassicalISP
 from defenses.raw_isp.operators import RGBToRaw
 from defenses.raw_isp.training import psnr
 from rbl_core.threat import ThreatModel
 from robustbench_local import defense_wrappers
+from robustbench_local.adaptive import adapt_attacks
 from robustbench_local.data import load_dataset
 from robustbench_local.evaluation import evaluate
 from robustbench_local.zoo import load_model
@@ -96,7 +97,15 @@ def test_the_defense_is_differentiable_end_to_end_and_eot_when_noisy(bare, defen
     x = data.x[:4].clone().requires_grad_(True)
     defended(x).sum().backward()
     assert defended.adaptive == "e2e" and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    noisy = defense_wrappers.raw_isp(bare, "cifar10", noise=True)
-    assert noisy.adaptive == "eot"
+    noisy = defense_wrappers.raw_isp(bare, "cifar10", noise=True, eot_samples=4)
     with torch.no_grad():
         assert not torch.equal(noisy(data.x[:4]), noisy(data.x[:4]))   # a fresh noise draw per call
+    pgd = FoolboxAttack("PGD", steps=10, rel_stepsize=0.2)
+    attacks, mode = adapt_attacks({"pgd": pgd}, noisy, bare)
+    assert mode == "eot" and isinstance(attacks["pgd"], EOT) and attacks["pgd"].samples == 4
+    subset, threat = data.subset(60), ThreatModel("Linf", EPS)
+    eot = evaluate(noisy, subset, attacks, threat, progress=False).attacks["pgd"].robust_acc
+    unaware = evaluate(noisy, subset, adapt_attacks({"pgd": pgd}, noisy, bare, unaware=True)[0], threat,
+                       progress=False).attacks["pgd"].robust_acc
+    print(f"noisy RAW defense, PGD-10 4/255 on 60 images: unaware {unaware:.3f}, EOT {eot:.3f}")
+    assert eot < unaware
