@@ -65,6 +65,7 @@ class SyntheticCamera:
     def __init__(self, params: CameraParams | None = None) -> None:
         self.params = params or CameraParams()
         self.ccm = torch.tensor(self.params.ccm, dtype=torch.float32)
+        self.ccm_inv = torch.linalg.inv(self.ccm)
         self.gains = torch.tensor([self.params.r_gain, 1.0, self.params.b_gain]).view(1, 3, 1, 1)
 
     def _even(self, x: torch.Tensor) -> None:
@@ -75,7 +76,7 @@ class SyntheticCamera:
         """Display RGB -> demosaiced linear sensor RGB (before white balance), (N, 3, H, W)."""
         self._even(rgb)
         linear = rgb.clamp(0, 1).clamp_min(1e-8) ** self.params.gamma
-        camera = torch.einsum("ij,njhw->nihw", torch.linalg.inv(self.ccm), linear).clamp(0, 1)
+        camera = torch.einsum("ij,njhw->nihw", self.ccm_inv, linear).clamp(0, 1)
         return camera / self.gains
 
     def forward_isp(self, sensor: torch.Tensor) -> torch.Tensor:
