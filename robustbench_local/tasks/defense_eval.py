@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from attacks.base import EvasionAttack
 from defenses.raw_isp.camera import SyntheticCamera, mosaic, unpack
 from defenses.raw_isp.figure import pipeline_figure
 from rbl_core.data import DataSplit
@@ -30,11 +31,12 @@ from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 
 
-def _figure(ctx: TaskContext, model: nn.Module, bare: nn.Module, attack, data: DataSplit, eps: float) -> Path:
+def _figure(ctx: TaskContext, model: nn.Module, bare: nn.Module, attack: EvasionAttack, data: DataSplit,
+            eps: float) -> Path:
     x, y = data.x[:1], data.y[:1]
     adv = adapt_attacks({"a": attack}, model, bare)[0]["a"](model, x, y, ThreatModel("Linf", eps)).x_adv
     transform = getattr(model, "transform", None)
-    view = (lambda z: transform(z)) if transform is not None else (lambda z: z)
+    view = transform if transform is not None else (lambda z: z)
     with torch.no_grad():
         panels = [("RGB", x[0])]
         if hasattr(transform, "to_raw"):   # the RAW defense: F's estimate, shown with a display gamma
