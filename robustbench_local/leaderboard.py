@@ -81,7 +81,7 @@ def _collect(entry: Entry, rows: list[tuple[dict, Metrics]]) -> _Evidence:
         if not unaware:
             ev.modes.add(typed.adaptive or "white-box")
         for key, mask in typed.masks.items():
-            # Transferred (defense-unaware) results never enter the headline worst case: they are kept apart.
+            # Transferred (defense-unaware) results get their own keys and columns.
             stored = f"unaware:{key}" if unaware else key
             ev.masks.setdefault(stored, []).append(mask)
             ev.names[stored] = typed.attacks[key]["name"] + (" unaware" if unaware else "")
@@ -99,13 +99,15 @@ def _fill(entry: Entry, ev: _Evidence) -> None:
         if len(set(ev.clean)) > 1:
             entry.flags.append("clean predictions differ between rows of this entry: was the model retrained?")
         merged = {key: _and([clean, *masks]) for key, masks in ev.masks.items()}
-        headline = [m for k, m in merged.items() if k not in ev.unaware]
-        worst = _and([clean, *headline])
+        # The headline needs an adaptive (or plain white-box) attack; it is then the per-example worst case over
+        # every attack run, transferred ones included, since each example is re-measured on the defended model.
+        adaptive = [k for k in merged if k not in ev.unaware]
+        worst = _and([clean, *merged.values()])
         entry.clean_acc = _share(clean)
         entry.attack_mode = "+".join(sorted(ev.modes))
         if ev.unaware:
             entry.unaware_acc = _share(_and([clean, *(merged[k] for k in ev.unaware)]))
-        if headline or not ev.unaware:
+        if adaptive or not ev.unaware:
             entry.robust_acc = _share(worst)
         else:
             worst = None
