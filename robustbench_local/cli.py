@@ -18,6 +18,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from robustbench_local.config_schema import register_configs, validate  # noqa: E402
 from robustbench_local.errors import USER_ERRORS  # noqa: E402
+from robustbench_local.group_choices import unknown_choice  # noqa: E402
 from robustbench_local.results import ResultRow, ResultsStore  # noqa: E402
 from robustbench_local.results.spool import RowSink, import_spool  # noqa: E402
 from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
@@ -97,6 +98,10 @@ def main() -> None:
     if not (CONF_DIR / "config.yaml").exists():
         sys.exit(f"rbl: error: config tree not found at {CONF_DIR}; install the suite from its source checkout "
                  "with `pip install -e .`")
+    bad = unknown_choice(sys.argv[1:], CONF_DIR)
+    if bad:
+        print(f"rbl: error: {bad}", file=sys.stderr)
+        raise SystemExit(2)
     _hydra_main()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from attacks.base import AttackError
+from defenses.input_transforms.wrapper import DefenseError
 from robustbench_local.data import DataError
 from rbl_core.sanity import ModelCheckError
 from robustbench_local.results import StoreError
@@ -13,4 +14,4 @@ from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
 
 USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,
                                              ThreatModelError, ArchitectureError, ZooError, StoreError,
-                                             ModelSourceError, UnsupportedOnnxOp)
+                                             ModelSourceError, UnsupportedOnnxOp, DefenseError)

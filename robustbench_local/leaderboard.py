@@ -29,6 +29,8 @@ class Entry:
     clean_acc: float | None = None
     autoattack_acc: float | None = None
     robust_acc: float | None = None
+    unaware_acc: float | None = None   # worst case over defense-unaware (transferred) attacks only
+    attack_mode: str = ""              # how the headline attacks saw the defense: white-box, e2e, bpda, eot
     certified_acc: float | None = None
     per_attack: dict[str, float] = field(default_factory=dict)
     time_s: float = 0.0
@@ -59,6 +61,8 @@ class _Evidence:
     autoattack: set[str] = field(default_factory=set)           # keys of AutoAttack standard runs
     statuses: list[str] = field(default_factory=list)           # certification statuses, one string per row
     cert_clean: list[float] = field(default_factory=list)       # clean accuracy the verifier's rows measured
+    unaware: set[str] = field(default_factory=set)              # keys of defense-unaware attacks
+    modes: set[str] = field(default_factory=set)                # adaptive modes of the other rows
 
 
 def _collect(entry: Entry, rows: list[tuple[dict, Metrics]]) -> _Evidence:
@@ -73,9 +77,16 @@ def _collect(entry: Entry, rows: list[tuple[dict, Metrics]]) -> _Evidence:
             continue
         assert isinstance(typed, EvasionMetrics)
         ev.clean.append(typed.clean_mask)
+        unaware = typed.adaptive == "unaware"
+        if not unaware:
+            ev.modes.add(typed.adaptive or "white-box")
         for key, mask in typed.masks.items():
-            ev.masks.setdefault(key, []).append(mask)
-            ev.names[key] = typed.attacks[key]["name"]
+            # Transferred (defense-unaware) results get their own keys and columns.
+            stored = f"unaware:{key}" if unaware else key
+            ev.masks.setdefault(stored, []).append(mask)
+            ev.names[stored] = typed.attacks[key]["name"] + (" unaware" if unaware else "")
+            if unaware:
+                ev.unaware.add(stored)
         if typed.autoattack_key is not None:
             ev.autoattack.add(typed.autoattack_key)
     return ev
@@ -88,8 +99,19 @@ def _fill(entry: Entry, ev: _Evidence) -> None:
         if len(set(ev.clean)) > 1:
             entry.flags.append("clean predictions differ between rows of this entry: was the model retrained?")
         merged = {key: _and([clean, *masks]) for key, masks in ev.masks.items()}
+        # The headline needs an adaptive (or plain white-box) attack; it is then the per-example worst case over
+        # every attack run, transferred ones included, since each example is re-measured on the defended model.
+        adaptive = [k for k in merged if k not in ev.unaware]
         worst = _and([clean, *merged.values()])
-        entry.clean_acc, entry.robust_acc = _share(clean), _share(worst)
+        entry.clean_acc = _share(clean)
+        entry.attack_mode = "+".join(sorted(ev.modes))
+        if ev.unaware:
+            entry.unaware_acc = _share(_and([clean, *(merged[k] for k in ev.unaware)]))
+        if adaptive or not ev.unaware:
+            entry.robust_acc = _share(worst)
+        else:
+            worst = None
+            entry.flags.append("defense-unaware attacks only: no robust accuracy is claimed")
         names = list(ev.names.values())
         for key, mask in merged.items():
             label = ev.names[key] if names.count(ev.names[key]) == 1 else key
@@ -158,13 +180,14 @@ def table_rows(entries: list[Entry]) -> tuple[list[str], list[list[str]]]:
     attacks = _attack_names(entries)
     names = [e.model for e in entries]
     header = ["rank", "model", "source", "params", "defense", "dataset", "threat", "eps", "n", "clean %", "AutoAttack %",
-              "robust % (worst case)", "certified %"] + [f"{a} %" for a in attacks] + ["time s", "flags"]
+              "robust % (worst case)", "attack mode", "unaware robust %", "certified %"] + [f"{a} %" for a in attacks] + ["time s", "flags"]
     rows = []
     for e in entries:
         label = e.model if names.count(e.model) == 1 or not e.identity else f"{e.model} [{e.identity[-8:]}]"
         params = e.model_info.get("parameters")
         rows.append([str(e.rank), label, e.model_info.get("source", ""), "" if params is None else f"{params:,}", e.defense, e.dataset, e.threat_model, eps_label(e.eps),
-                     str(e.n), _pct(e.clean_acc), _pct(e.autoattack_acc), _pct(e.robust_acc), _pct(e.certified_acc)]
+                     str(e.n), _pct(e.clean_acc), _pct(e.autoattack_acc), _pct(e.robust_acc), e.attack_mode,
+                     _pct(e.unaware_acc), _pct(e.certified_acc)]
                     + [_pct(e.per_attack.get(a)) for a in attacks] + [f"{e.time_s:.1f}", "; ".join(e.flags)])
     return header, rows
 

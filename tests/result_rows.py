@@ -5,7 +5,8 @@ from robustbench_local.results import ResultRow
 
 
 def evasion_row(model: str, attacks: dict[str, str], clean: str = "1111", aa: str | None = None,
-                threat: str = "Linf", eps: float | None = 0.1, dataset: str = "digits", **config) -> ResultRow:
+                threat: str = "Linf", eps: float | None = 0.1, dataset: str = "digits", defense: str = "none",
+                adaptive: str | None = None, **config) -> ResultRow:
     """An evasion row with per-example masks ``attacks`` (key -> "0101"), accuracies computed from them."""
     def share(mask: str) -> float:
         return mask.count("1") / len(mask)
@@ -16,9 +17,12 @@ def evasion_row(model: str, attacks: dict[str, str], clean: str = "1111", aa: st
     metrics = {"n": len(clean), "clean_acc": share(clean), "robust_acc": share(worst), "clean_mask": clean,
                "masks": dict(attacks),
                "attacks": {k: {"name": k.split("#")[0], "robust_acc": share(m)} for k, m in attacks.items()},
-               "autoattack_acc": share(attacks[aa]) if aa else None, "autoattack_key": aa}
-    return ResultRow(kind="evasion", dataset=dataset, model=model, attack="+".join(attacks), threat_model=threat,
-                     eps=eps, metrics=metrics, config={"attacks": sorted(attacks), "model": model, **config},
+               "autoattack_acc": share(attacks[aa]) if aa else None, "autoattack_key": aa, "adaptive": adaptive}
+    return ResultRow(kind="evasion", dataset=dataset, model=model, defense=defense, attack="+".join(attacks),
+                     threat_model=threat,
+                     eps=eps, metrics=metrics, config={"attacks": sorted(attacks), "model": model, **config,
+                                                     **({"defense": defense, "adaptive": adaptive}
+                                                        if defense != "none" or adaptive else {})},
                      time_s=1.0)
 
 

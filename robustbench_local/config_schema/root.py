@@ -107,6 +107,13 @@ class DefenseConfig:
     name: str = "none"
     wrapper: Any = None
 
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """A built-in wrapper's parameters are in range and fit the data set (JPEG quality, RGB only, ...)."""
+        from robustbench_local.defense_wrappers import check_wrapper   # imports the defense libraries
+
+        check_wrapper(node.wrapper, join(key, "wrapper"))
+
 
 @dataclass
 class RootConfig:

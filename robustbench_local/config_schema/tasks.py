@@ -359,7 +359,19 @@ class ContextualFusionTask:
     seed: int = ranged(0, ge=0)
 
 
+@dataclass
+class DefenseEvalTask:
+    """``task=defense_eval``: a preprocessing defense under defense-unaware and adaptive attacks at several eps."""
+
+    _target_: str = "robustbench_local.tasks.defense_eval.run"
+    eps: List[float] = ranged([2 / 255, 4 / 255, 8 / 255], nonempty=True, gt=0, le=1)
+    unaware: bool = True            # also transfer attacks crafted on the bare classifier
+    figure: bool = True             # one row of images through the pipeline per run
+    print_leaderboard: bool = True
+
+
 TASKS: dict[str, type] = {
+    "defense_eval": DefenseEvalTask,
     "certify": CertifyTask, "contextual_fusion": ContextualFusionTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
     "evaluate": EvaluateTask, "feature_guided_compare": FeatureGuidedCompareTask,
     "fooling_gradient_ascent": FoolingGradientAscentTask, "fooling_map_elites_cppn": FoolingMapElitesCppnTask,

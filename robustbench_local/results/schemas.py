@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from robustbench_local.results.kinds import Metrics, RowSchemaError, register_kind
 from robustbench_local.sources.models import ModelInfo
 
+ADAPTIVE_MODES = (None, "unaware", "e2e", "bpda", "eot")
 CERT_STATUS = {"h": "holds", "v": "violated", "u": "unknown"}
 # Where an evaluated model came from (RobustBench's model info): shown on the leaderboard, and its identity
 # (recipe hash or file hash) keeps two checkpoints under one name apart.
@@ -40,10 +41,16 @@ class EvasionMetrics(Metrics):
     autoattack_acc: float | None = None   # AutoAttack standard, when it was one of the attacks ...
     autoattack_key: str | None = None     # ... under this key
     model_info: dict | None = None
+    # How the attacks saw a preprocessing defense: unaware (crafted on the bare classifier), e2e, bpda or eot;
+    # None for an undefended model (plain white-box).
+    adaptive: str | None = None
 
     def check(self) -> None:
         """Masks have n entries, accuracies are their shares, and masks and attacks name the same keys."""
         super().check()
+        if self.adaptive not in ADAPTIVE_MODES:
+            raise RowSchemaError(f"evasion row: metrics.adaptive must be one of {list(ADAPTIVE_MODES)}, "
+                                 f"got {self.adaptive!r}")
         check_model_info(self.kind, self.model_info)
         self._mask("clean_mask", self.clean_mask)
         self._share("clean_acc", self.clean_acc, self.clean_mask)

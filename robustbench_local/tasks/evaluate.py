@@ -8,6 +8,7 @@ from typing import Iterator
 from omegaconf import DictConfig
 
 from attacks.adapters.autoattack_adapter import AutoAttackAdapter
+from robustbench_local.adaptive import adapt_attacks
 from robustbench_local.attack_specs import build_attacks
 from rbl_core.io import sha256_json
 from rbl_core.threat import ThreatModel
@@ -26,7 +27,9 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     key = sha256_json(config)
     state_path = Path(cfg.results.state_dir) / f"{key}.json"
     start = time.perf_counter()
-    report = evaluate(model, data, {n: s.attack for n, s in specs.items()}, threat, batch_size=cfg.batch_size,
+    # A preprocessing defense is attacked adaptively (end to end, BPDA, or EOT when it is random).
+    attacks, mode = adapt_attacks({n: s.attack for n, s in specs.items()}, model, ctx.bare_model().module)
+    report = evaluate(model, data, attacks, threat, batch_size=cfg.batch_size,
                       seed=cfg.seed, state_path=state_path, state_key=key, progress=cfg.progress,
                       workers=cfg.workers)
     metrics = report.metrics({n: s.key for n, s in specs.items()})
@@ -34,6 +37,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     metrics["autoattack_acc"] = report.attacks[standard[0]].robust_acc if standard else None
     metrics["autoattack_key"] = specs[standard[0]].key if standard else None
     metrics["model_info"] = ctx.model_info.to_dict()
+    metrics["adaptive"] = mode
     yield ResultRow(kind="evasion", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
                     attack="+".join(specs), threat_model=threat.norm.value, eps=threat.eps, seed=cfg.seed,
                     metrics=metrics, config=config, time_s=time.perf_counter() - start)

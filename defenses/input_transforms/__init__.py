@@ -1,0 +1,1 @@
+"""Input-transformation defenses (JPEG, bit-depth reduction, median filter) and the preprocessing wrapper."""
