@@ -133,6 +133,9 @@ def build_entries(store: ResultsStore, dataset: str | None = None, threat_model:
         entry = Entry(*key)
         _fill(entry, _collect(entry, rows))
         entries.append(entry)
+    # Ties rank by name and budget, not by which row a parallel sweep happened to write first.
+    entries.sort(key=lambda e: (e.dataset, e.model, e.identity or "", e.defense, e.threat_model,
+                                -1.0 if e.eps is None else e.eps, e.n))
     entries.sort(key=lambda e: (getattr(e, sort_by) is not None, getattr(e, sort_by) or 0.0), reverse=True)
     for i, entry in enumerate(entries, 1):
         entry.rank = i

@@ -83,6 +83,14 @@ class ImportRowsTask:
 
 
 @dataclass
+class SweepStatusTask:
+    """``task=sweep_status``: the sweep jobs recorded in the results database."""
+
+    _target_: str = "robustbench_local.tasks.sweep_status.run"
+    status: str | None = ranged(None, choices=("ok", "failed", "running"))
+
+
+@dataclass
 class CudaSection:
     """``task.cuda``: the poison's class kernels."""
 
@@ -364,5 +372,5 @@ TASKS: dict[str, type] = {
     "fooling_gradient_ascent": FoolingGradientAscentTask, "fooling_map_elites_cppn": FoolingMapElitesCppnTask,
     "fooling_map_elites_direct": FoolingMapElitesDirectTask, "fooling_retraining": FoolingRetrainingTask,
     "import_rows": ImportRowsTask, "leaderboard": LeaderboardTask, "list_models": ListModelsTask,
-    "vnncomp": VnncompTask,
+    "sweep_status": SweepStatusTask, "vnncomp": VnncompTask,
 }
