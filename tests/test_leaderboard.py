@@ -14,8 +14,11 @@ from result_rows import certification_row, evasion_row  # tests/ is on sys.path 
 
 
 @pytest.fixture
-def store(tmp_path):
-    return ResultsStore(f"sqlite:///{tmp_path}/lb.db")
+def store(store_url):
+    """An empty store on SQLite and on PostgreSQL."""
+    store = ResultsStore(store_url)
+    yield store
+    store.close()
 
 
 def test_entries_merge_rows_per_example_and_flag_impossible_certificates(store):

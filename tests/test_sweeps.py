@@ -97,3 +97,20 @@ def test_a_failed_job_is_recorded_and_the_rerun_fills_exactly_the_gap(sweep_dir,
     assert [r["status"] for r in store.rows(kind="job")] == ["ok"] * 20
     store.close()
     assert table(db) == table(tmp / "reference.db")
+
+
+def test_submitit_local_runs_the_slurm_launchers_code_and_records_a_bad_job(tmp_path, digits_cnn):
+    # submitit_local is the SLURM launcher's code run on this machine: jobs are submitted, pickled and run apart.
+    db = tmp_path / "submitit.db"
+    cmd = [sys.executable, "-m", "robustbench_local.cli", "-m", "hydra/launcher=submitit_local",
+           "hydra.launcher.timeout_min=10", f"results.url=sqlite:///{db}", f"hydra.sweep.dir={tmp_path}/multi",
+           "progress=false", "workers=1", "task.print_leaderboard=false", "attack=fgsm", "dataset.n_test=40",
+           "threat.eps=0.05,0.1,1.5"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    store = ResultsStore(f"sqlite:///{db}")
+    assert sorted(r["eps"] for r in store.rows(kind="evasion")) == [0.05, 0.1], proc.stderr[-3000:]
+    (failed,) = store.rows(kind="job", status="failed")
+    assert failed["eps"] == 1.5 and "exceeds 1" in failed["metrics"]["error"]
+    assert list((tmp_path / "multi" / ".submitit").iterdir())   # the jobs went through submitit
+    store.close()
