@@ -64,10 +64,12 @@ LAUNCHERS = {
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
-def test_a_failed_job_is_recorded_and_the_rerun_fills_exactly_the_gap(sweep_dir, launcher, tmp_path):
+def test_a_failed_job_is_recorded_and_the_rerun_fills_exactly_the_gap(sweep_dir, launcher, tmp_path, request):
     tmp, db = sweep_dir, tmp_path / f"{launcher}.db"
     # Ray's socket paths must stay under 108 bytes: a short temp dir, not pytest's long tmp_path.
-    args = [*LAUNCHERS[launcher], f"+hydra.launcher.ray.init._temp_dir={tempfile.mkdtemp(prefix='rbl-ray-')}"] \
+    ray_tmp = tempfile.TemporaryDirectory(prefix="rbl-ray-", ignore_cleanup_errors=True)
+    request.addfinalizer(ray_tmp.cleanup)
+    args = [*LAUNCHERS[launcher], f"+hydra.launcher.ray.init._temp_dir={ray_tmp.name}"] \
         if launcher == "ray" else LAUNCHERS[launcher]
     (tmp / "fail").write_text(FAILING)
     try:
