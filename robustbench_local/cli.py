@@ -21,6 +21,7 @@ from robustbench_local.errors import USER_ERRORS  # noqa: E402
 from robustbench_local.group_choices import unknown_choice  # noqa: E402
 from robustbench_local.results import ResultRow, ResultsStore  # noqa: E402
 from robustbench_local.results.spool import RowSink, import_spool  # noqa: E402
+from robustbench_local.sweep import in_sweep, run_job, tracked  # noqa: E402
 from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
 from robustbench_local.tasks.leaderboard import render  # noqa: E402
 
@@ -56,7 +57,14 @@ def open_store(cfg: DictConfig) -> ResultsStore:
 
 
 def run_task(cfg: DictConfig, ctx: TaskContext | None = None) -> list[ResultRow]:
-    """Run ``cfg.task`` (with a fresh context unless ``ctx`` is given), recording each row as the task yields it."""
+    """Run ``cfg.task`` (with a fresh context unless ``ctx`` is given), recording each row as the task yields it.
+
+    Inside a sweep the job's outcome is recorded too, and a job already recorded ``ok`` is skipped.
+    """
+    return run_job(cfg, lambda: _run_rows(cfg, ctx)) if tracked(cfg) else _run_rows(cfg, ctx)
+
+
+def _run_rows(cfg: DictConfig, ctx: TaskContext | None) -> list[ResultRow]:
     validate(cfg)
     torch.set_num_threads(int(cfg.torch_threads))
     random.seed(cfg.seed)
@@ -90,6 +98,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     except USER_ERRORS as err:
         # Bad input is the user's to fix: one clear line, no traceback from deep inside a library.
         print(f"rbl: error: {err}", file=sys.stderr)
+        if in_sweep():
+            raise   # SystemExit would end the whole sweep; Hydra records the failure and runs the other jobs
         raise SystemExit(2) from None
 
 

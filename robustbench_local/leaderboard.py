@@ -1,8 +1,7 @@
-"""Leaderboard tables built from the results database: markdown, CSV, HTML and RobustBench JSON."""
+"""Leaderboard tables built from the results database: markdown, CSV and RobustBench JSON (the page: leaderboard_page)."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ class Entry:
     time_s: float = 0.0
     flags: list[str] = field(default_factory=list)
     rank: int = 0
+    rows: list[str] = field(default_factory=list)    # config hashes of the rows merged into this entry
 
 
 def _and(masks: list[str]) -> str:
@@ -69,6 +69,7 @@ def _collect(entry: Entry, rows: list[tuple[dict, Metrics]]) -> _Evidence:
     ev = _Evidence()
     for row, typed in rows:
         entry.time_s += row["time_s"]
+        entry.rows.append(row["config_hash"])
         if typed.model_info:
             entry.model_info = dict(typed.model_info)
         if isinstance(typed, CertificationMetrics):
@@ -155,6 +156,9 @@ def build_entries(store: ResultsStore, dataset: str | None = None, threat_model:
         entry = Entry(*key)
         _fill(entry, _collect(entry, rows))
         entries.append(entry)
+    # Ties rank by name and budget, not by which row a parallel sweep happened to write first.
+    entries.sort(key=lambda e: (e.dataset, e.model, e.identity or "", e.defense, e.threat_model,
+                                -1.0 if e.eps is None else e.eps, e.n))
     entries.sort(key=lambda e: (getattr(e, sort_by) is not None, getattr(e, sort_by) or 0.0), reverse=True)
     for i, entry in enumerate(entries, 1):
         entry.rank = i
@@ -208,42 +212,6 @@ def to_csv(entries: list[Entry]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
-
-
-_HTML = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>robustbench-local leaderboard</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{cursor:pointer;background:#f4f4f4}}
-td:nth-child(2),td:nth-child(3),td:nth-child(5),td:nth-child(6){{text-align:left}}.flag{{color:#b00}}</style></head>
-<body><h1>robustbench-local leaderboard</h1><p>Click a column header to sort. Robust accuracy is the
-per-example worst case over all attacks run; certified accuracy comes from the verifier.</p>
-<table id="lb"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<script>
-document.querySelectorAll('#lb th').forEach(function(th, col) {{
-  th.addEventListener('click', function() {{
-    var body = document.querySelector('#lb tbody');
-    var rows = Array.from(body.rows);
-    var desc = th.dataset.desc !== 'true'; th.dataset.desc = desc;
-    rows.sort(function(a, b) {{
-      var x = a.cells[col].textContent, y = b.cells[col].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var cmp = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
-      return desc ? -cmp : cmp;
-    }});
-    rows.forEach(function(r) {{ body.appendChild(r); }});
-  }});
-}});
-</script></body></html>
-"""
-
-
-def to_html(entries: list[Entry]) -> str:
-    """One self-contained HTML page with a client-side sortable table."""
-    header, rows = table_rows(entries)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="{"flag" if i == len(r) - 1 and c else ""}">{html.escape(c)}</td>'
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return _HTML.format(head=head, body=body)
 
 
 def _eps_string(eps: float | None) -> str | None:

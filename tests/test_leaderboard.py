@@ -7,14 +7,18 @@ import json
 
 import pytest
 
-from robustbench_local.leaderboard import build_entries, to_csv, to_html, to_markdown, to_robustbench_json
+from robustbench_local.leaderboard import build_entries, to_csv, to_markdown, to_robustbench_json
+from robustbench_local.leaderboard_page import build_page
 from robustbench_local.results import ResultRow, ResultsStore, RowSchemaError
 from result_rows import certification_row, evasion_row  # tests/ is on sys.path (pytest rootdir import mode)
 
 
 @pytest.fixture
-def store(tmp_path):
-    return ResultsStore(f"sqlite:///{tmp_path}/lb.db")
+def store(store_url):
+    """An empty store on SQLite and on PostgreSQL."""
+    store = ResultsStore(store_url)
+    yield store
+    store.close()
 
 
 def test_entries_merge_rows_per_example_and_flag_impossible_certificates(store):
@@ -36,7 +40,7 @@ def test_entries_merge_rows_per_example_and_flag_impossible_certificates(store):
     assert md.splitlines()[0].startswith("| rank | model") and "| 1 | b |" in md
     table = list(csv.reader(io.StringIO(to_csv(entries))))
     assert table[0][:5] == ["rank", "model", "source", "params", "defense"] and table[2][1] == "a"
-    page = to_html(entries)
+    page = build_page(store, entries)
     assert page.startswith("<!DOCTYPE html>") and "<script>" in page and "certified but broken" in page
     record = json.loads(to_robustbench_json(a))
     assert record["clean_acc"] == "100.00" and record["reported"] == "25.00" and record["eps"] == "0.1"

@@ -16,8 +16,8 @@ def _row(i: int, acc: float = 0.5) -> ResultRow:
     return evasion_row(f"m{i}", {"pgd#1": _MASKS[acc]}, i=i)
 
 
-def test_writes_are_idempotent_by_config_hash(tmp_path):
-    store = ResultsStore(f"sqlite:///{tmp_path}/r.db")
+def test_writes_are_idempotent_by_config_hash(store_url):
+    store = ResultsStore(store_url)
     key = store.record(_row(1, 0.5))
     assert store.record(_row(1, 0.25)) == key  # same config: replaces, never duplicates
     store.record(_row(2))

@@ -86,10 +86,7 @@ class FoolboxAttack(EvasionAttack):
         self.check(x, y, threat)
         fb = _import_foolbox()
         cls_name = self.resolve(threat)
-        kwargs = dict(self.kwargs)
-        if cls_name == "HopSkipJumpAttack":
-            kwargs.setdefault("constraint", "linf" if threat.norm.value == "Linf" else "l2")
-        attack = getattr(fb.attacks, cls_name)(**kwargs)
+        attack = self._build(fb, cls_name, threat.norm.value)
         counter = _CountingModule(model).eval()
         fmodel = fb.PyTorchModel(counter, bounds=(0, 1), device="cpu")
         native = FOOLBOX_NATIVE_NORM[cls_name] == threat.norm.value or cls_name == "HopSkipJumpAttack"
@@ -100,3 +97,29 @@ class FoolboxAttack(EvasionAttack):
             x_adv = threat.project(x, raw)
         queries = torch.full((x.shape[0],), counter.count // max(x.shape[0], 1), dtype=torch.long)
         return AttackResult(x_adv.detach(), success.detach(), queries=queries, distance=threat.distance(x, x_adv))
+
+    def _build(self, fb: Any, cls_name: str, norm: str) -> Any:
+        kwargs = dict(self.kwargs)
+        if cls_name == "HopSkipJumpAttack":
+            kwargs.setdefault("constraint", "linf" if norm == "Linf" else "l2")
+        return getattr(fb.attacks, cls_name)(**kwargs)
+
+    def at_epsilons(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
+                    epsilons: list[float]) -> list[torch.Tensor]:
+        """Candidates at every budget in ``epsilons`` (norm ``norm``), in order, from one call where Foolbox allows.
+
+        Foolbox takes the list itself: a minimisation attack runs once and its perturbation is clipped per budget,
+        a fixed-budget attack runs once per budget. In a norm other than the attack's own, the one minimal
+        perturbation is projected onto each ball. Candidates are not checked here; the caller re-measures them.
+        """
+        fb = _import_foolbox()
+        threat = ThreatModel(norm, max(epsilons))
+        self.check(x, y, threat)
+        cls_name = self.resolve(threat)
+        attack = self._build(fb, cls_name, norm)
+        fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1), device="cpu")
+        if FOOLBOX_NATIVE_NORM[cls_name] == norm or cls_name == "HopSkipJumpAttack":
+            _, clipped, _ = attack(fmodel, x, y, epsilons=list(epsilons))
+            return [c.detach() for c in clipped]
+        raw, _, _ = attack(fmodel, x, y, epsilons=None)
+        return [ThreatModel(norm, e).project(x, raw).detach() for e in epsilons]

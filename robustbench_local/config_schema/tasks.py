@@ -84,6 +84,22 @@ class ImportRowsTask:
 
 
 @dataclass
+class CurveTask:
+    """``task=curve``: robust accuracy as a function of eps from one run of each attack."""
+
+    _target_: str = "robustbench_local.tasks.curve.run"
+    epsilons: List[float] = ranged([0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3], nonempty=True, ge=0)
+
+
+@dataclass
+class SweepStatusTask:
+    """``task=sweep_status``: the sweep jobs recorded in the results database."""
+
+    _target_: str = "robustbench_local.tasks.sweep_status.run"
+    status: str | None = ranged(None, choices=("ok", "failed", "running"))
+
+
+@dataclass
 class CudaSection:
     """``task.cuda``: the poison's class kernels."""
 
@@ -372,10 +388,10 @@ class DefenseEvalTask:
 
 TASKS: dict[str, type] = {
     "defense_eval": DefenseEvalTask,
-    "certify": CertifyTask, "contextual_fusion": ContextualFusionTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
+    "certify": CertifyTask, "curve": CurveTask, "contextual_fusion": ContextualFusionTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
     "evaluate": EvaluateTask, "feature_guided_compare": FeatureGuidedCompareTask,
     "fooling_gradient_ascent": FoolingGradientAscentTask, "fooling_map_elites_cppn": FoolingMapElitesCppnTask,
     "fooling_map_elites_direct": FoolingMapElitesDirectTask, "fooling_retraining": FoolingRetrainingTask,
     "import_rows": ImportRowsTask, "leaderboard": LeaderboardTask, "list_models": ListModelsTask,
-    "vnncomp": VnncompTask,
+    "sweep_status": SweepStatusTask, "vnncomp": VnncompTask,
 }

@@ -6,7 +6,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rbl_core.io import atomic_write_text
-from robustbench_local.leaderboard import build_entries, eps_label, to_csv, to_html, to_markdown, to_robustbench_json
+from robustbench_local.leaderboard import build_entries, eps_label, to_csv, to_markdown, to_robustbench_json
+from robustbench_local.leaderboard_page import build_page
 from robustbench_local.results import ResultRow, ResultsStore
 from robustbench_local.tasks.base import TaskContext
 
@@ -22,12 +23,13 @@ def render(url: str, dataset: str | None, threat_model: str | None, sort_by: str
     store = ResultsStore(url)
     try:
         entries = build_entries(store, dataset=dataset, threat_model=threat_model, sort_by=sort_by)
+        page = build_page(store, entries, dataset=dataset, threat_model=threat_model) if html else None
     finally:
         store.close()
     text = to_markdown(entries)
     print(text)
     _write(csv, to_csv(entries))
-    _write(html, to_html(entries))
+    _write(html, page or "")
     if json_dir:
         for entry in entries:
             name = (f"{entry.dataset}_{entry.threat_model}_{entry.model}_{entry.defense}_eps{eps_label(entry.eps)}"

@@ -1,0 +1,68 @@
+"""``rbl task=curve``: robust accuracy as a function of eps, every budget from one run of each Foolbox attack."""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import torch
+from omegaconf import DictConfig
+
+from attacks.adapters.foolbox_adapter import FoolboxAttack
+from rbl_core.remeasure import remeasure
+from rbl_core.threat import ThreatModel
+from rbl_core.training import predict
+from robustbench_local.attack_specs import build_attacks
+from robustbench_local.curves import Curve, plot_curves
+from robustbench_local.results import ResultRow, encode_mask
+from robustbench_local.tasks.base import ConfigError, TaskContext
+
+
+def broken_at(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: list[torch.Tensor],
+              norm: str, epsilons: list[float]) -> list[torch.Tensor]:
+    """Per budget, which examples some re-measured candidate at that budget or a smaller one fools.
+
+    A candidate found for a small budget lies inside every larger ball, so it counts there too: the
+    robust share can only fall as eps grows.
+    """
+    broken = torch.zeros(len(y), dtype=torch.bool)
+    out = []
+    for eps, x_adv in zip(epsilons, candidates):
+        broken = broken | remeasure(model, x, y, x_adv, ThreatModel(norm, eps)).success
+        out.append(broken.clone())
+    return out
+
+
+def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
+    """One ``curve`` row per attack in ``attack.attacks`` over ``task.epsilons`` in ``threat.norm``."""
+    norm, epsilons = str(cfg.threat.norm), [float(e) for e in cfg.task.epsilons]
+    if epsilons != sorted(set(epsilons)):
+        raise ConfigError(f"task.epsilons must be strictly ascending, got {epsilons}")
+    specs = build_attacks(cfg.attack.attacks, ThreatModel(norm, max(epsilons)))
+    others = [n for n, s in specs.items() if not isinstance(s.attack, FoolboxAttack)]
+    if others:
+        raise ConfigError(f"task=curve runs Foolbox attacks (one call covers every eps); {others} are not: "
+                          "choose e.g. attack=deepfool, attack=cw or attack=fgsm")
+    data = ctx.load_data("test", n=cfg.dataset.n_test)
+    model = ctx.load_model()
+    clean = predict(model, data.x) == data.y
+    curves = []
+    for name, spec in specs.items():
+        start = time.perf_counter()
+        broken = [torch.zeros(0, dtype=torch.bool) for _ in epsilons]
+        for x, y in zip(data.x.split(cfg.batch_size), data.y.split(cfg.batch_size)):
+            torch.manual_seed(cfg.seed)
+            found = broken_at(model, x, y, spec.attack.at_epsilons(model, x, y, norm, epsilons), norm, epsilons)
+            broken = [torch.cat([b, f]) for b, f in zip(broken, found)]
+        masks = [encode_mask((clean & ~b).tolist()) for b in broken]
+        accs = [m.count("1") / len(m) for m in masks]
+        curves.append(Curve(f"{cfg.model.name} / {name}", epsilons, accs, "attack run"))
+        figure = plot_curves(curves[-1:], ctx.output_dir / f"curve_{name}.png", f"{ctx.dataset_label}, {norm}")
+        metrics = {"n": len(data.y), "attack_name": name, "attack_key": spec.key,
+                   "clean_acc": int(clean.sum()) / len(clean), "clean_mask": encode_mask(clean.tolist()),
+                   "epsilons": epsilons, "masks": masks, "robust_acc": accs,
+                   "model_info": ctx.model_info.to_dict(), "figures": [str(figure.resolve())]}
+        config = ctx.run_config("dataset", "model", "defense", "seed", "batch_size", attack=spec.config,
+                                norm=norm, epsilons=epsilons)
+        yield ResultRow(kind="curve", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
+                        attack=name, threat_model=norm, eps=None, seed=cfg.seed, metrics=metrics, config=config,
+                        time_s=time.perf_counter() - start)

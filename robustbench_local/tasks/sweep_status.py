@@ -1,0 +1,40 @@
+"""``rbl task=sweep_status``: which sweep jobs finished, which failed (with the error) and which never finished."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from robustbench_local.results import ResultRow, ResultsStore
+from robustbench_local.tasks.base import TaskContext
+
+
+def job_report(store: ResultsStore, status: str | None = None) -> list[dict]:
+    """The ``job`` rows of ``store`` (optionally one status), newest first: status, error, overrides, config."""
+    rows = store.rows(kind="job", status=status)
+    return [{"status": r["status"], "error": r["metrics"]["error"], "overrides": r["metrics"]["overrides"],
+             "task": r["metrics"]["task"], "config_hash": r["config_hash"], "config": r["config"],
+             "created_at": r["created_at"]} for r in reversed(rows)]
+
+
+def format_report(jobs: list[dict]) -> str:
+    """Counts per status, then one line per job that failed or never finished (``running`` = started, no outcome)."""
+    counts = {s: sum(j["status"] == s for j in jobs) for s in ("ok", "failed", "running")}
+    lines = [f"sweep jobs: {counts['ok']} ok, {counts['failed']} failed, {counts['running']} started but not finished"]
+    for job in jobs:
+        if job["status"] == "ok":
+            continue
+        what = " ".join(job["overrides"]) or job["config_hash"][:12]
+        why = job["error"] if job["status"] == "failed" else "no outcome recorded (killed, or still running)"
+        lines.append(f"  {job['status']:8s} {what}: {why}")
+    if counts["failed"] or counts["running"]:
+        lines.append("re-run the same sweep command: jobs recorded ok are skipped, the others run again")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
+    """Print the sweep jobs recorded in ``results.url`` (``task.status`` filters: ok, failed or running)."""
+    store = ResultsStore(cfg.results.url)
+    try:
+        print(format_report(job_report(store, cfg.task.status)))
+    finally:
+        store.close()
+    return []
