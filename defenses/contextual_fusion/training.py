@@ -73,23 +73,18 @@ def fusion_features(streams: Streams, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([frozen_features(streams.fg.features, x), frozen_features(streams.bg.features, x)], dim=1)
 
 
-def train_fusion(streams: Streams, x: torch.Tensor, y: torch.Tensor, *, alpha: float, seed: int, steps: int = 300,
-                 feats: torch.Tensor | None = None) -> FusionModel:
+def train_fusion(streams: Streams, x: torch.Tensor, y: torch.Tensor, *, alpha: float, seed: int,
+                 steps: int = 300) -> FusionModel:
     """The joint head on frozen (fg, bg) features of composites ``x`` (labels ``y``); alpha penalises theta_fg."""
-    feats = fusion_features(streams, x) if feats is None else feats
-    head = train_linear(feats, y, alpha=alpha, penalised=streams.fg_dim, steps=steps, seed=seed)
+    head = train_linear(fusion_features(streams, x), y, alpha=alpha, penalised=streams.fg_dim, steps=steps, seed=seed)
     return FusionModel(streams.fg.features, streams.bg.features, head, fg_dim=streams.fg_dim).eval()
 
 
-def train_bg_only(streams: Streams, x: torch.Tensor, y: torch.Tensor, *, seed: int, steps: int = 300,
-                  feats: torch.Tensor | None = None) -> LinearOnFeatures:
-    """The background-only digit classifier: a linear head on frozen scene features (the paper's third model).
-
-    ``feats``: the fusion features of ``x`` if already computed (their bg block is used).
-    """
-    bg = frozen_features(streams.bg.features, x) if feats is None else feats[:, streams.fg_dim:]
-    head = train_linear(bg, y, steps=steps, seed=seed)
-    return LinearOnFeatures(streams.bg.features, head).eval()
+def train_bg_only(bg: LinearOnFeatures, x: torch.Tensor, y: torch.Tensor, *, seed: int,
+                  steps: int = 300) -> LinearOnFeatures:
+    """The background-only digit classifier: a linear head on the frozen scene features of stream ``bg``."""
+    head = train_linear(frozen_features(bg.features, x), y, steps=steps, seed=seed)
+    return LinearOnFeatures(bg.features, head).eval()
 
 
 __all__ = ["Streams", "frozen_features", "fusion_features", "split_classifier", "train_bg_only", "train_fusion",

@@ -120,9 +120,10 @@ def build_fg_only(recipe: Any, train: DataSplit) -> nn.Module:
 
 def build_bg_only(recipe: Any, train: DataSplit) -> LinearOnFeatures:
     """Zoo builder: a linear digit head on the frozen scene features."""
+    # Only the scene stream: the fg stream plays no part in this model.
     data = _head_data(recipe, train)
-    streams = Streams(_split(recipe.params["fg"]), _split(recipe.params["bg"]))
-    return train_bg_only(streams, data.x, data.y, seed=recipe.seed, steps=int(recipe.params["head_steps"]))
+    return train_bg_only(_split(recipe.params["bg"]), data.x, data.y, seed=recipe.seed,
+                         steps=int(recipe.params["head_steps"]))
 
 
 for _recipe in (FG_STREAM, BG_STREAM):
