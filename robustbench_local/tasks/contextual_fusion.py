@@ -68,6 +68,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     eps = [float(e) for e in t.eps]
     attacks = build_attacks(cfg.attack.attacks, ThreatModel("Linf", max(eps)))
     digits = load_dataset("mnist", "test", root=ctx.data_root)
+    alphas = {fused_name(float(a)): float(a) for a in t.alpha}
     rows: list[ResultRow] = []
     for scene_set in t.scene_sets:
         scenes = load_scenes(scene_set, "test", digits).subset(t.n_test)
@@ -80,7 +81,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
                                sigma=[float(s) for s in t.sigma])
         for res in suite:
             name = res.pop("model")
-            alpha = _alpha_of(t, name)
+            alpha = alphas[name]
             metrics = {**res, "p": round(sum(probs) / len(probs), 4), "alpha": alpha, "fg_share": fused[name].fg_share()}
             if varies:
                 metrics.update(class_p=probs, gain_context_corr=_gain_context_corr(res["per_class"], probs))
@@ -102,6 +103,3 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     atomic_write_text(ctx.output_dir / "contextual_fusion.md", table)
     print(table)
 
-
-def _alpha_of(t: DictConfig, name: str) -> float:
-    return next(float(a) for a in t.alpha if fused_name(float(a)) == name)
