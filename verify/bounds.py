@@ -74,10 +74,31 @@ def _relax(lo: torch.Tensor, up: torch.Tensor):
     return su, tu, al
 
 
-def _concretize(A: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+def _concretize(A: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, ball=None) -> torch.Tensor:
+    """Minimum of ``A x + c`` over the box, or over box ∩ L2 ball ``ball=(center, eps)`` (tensors)."""
     mid = ((lo + hi) / 2).unsqueeze(-1)
     rad = ((hi - lo) / 2).unsqueeze(-1)
-    return (A @ mid).squeeze(-1) - (A.abs() @ rad).squeeze(-1) + c
+    box = (A @ mid).squeeze(-1) - (A.abs() @ rad).squeeze(-1) + c
+    if ball is None:
+        return box
+    # dual norm: min over ||x - x0||_2 <= eps of a.x is a.x0 - eps ||a||_2; both are lower
+    # bounds on the intersection, so the larger one is too
+    center, eps = ball
+    l2 = A @ center + c - eps * torch.linalg.vector_norm(A, dim=-1)
+    return torch.maximum(box, l2)
+
+
+def l2_ball(ball: tuple | None) -> tuple[torch.Tensor, float] | None:
+    """``("L2", center, eps)`` (a :class:`verify.spec.Property` ball) as (float64 tensor, eps); None stays None."""
+    if ball is None:
+        return None
+    norm, center, eps = ball
+    if norm != "L2":
+        raise ValueError(f"only an L2 ball can be passed to the bounds, got {norm!r}")
+    return torch.as_tensor(np.asarray(center, dtype=np.float64)).reshape(-1), float(eps)
+
+
+concretize = _concretize
 
 
 def _backward(tn: TorchNet, lam: torch.Tensor, j: int, relax: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,11 +142,11 @@ def _symbolic_eqs(tn: TorchNet, k: int, sym_l, sym_u):
     return eq_l, eq_u
 
 
-def _symbolic_layer(tn: TorchNet, k, sym_l, sym_u, h_lo, h_hi, lo, hi):
+def _symbolic_layer(tn: TorchNet, k, sym_l, sym_u, h_lo, h_hi, lo, hi, ball=None):
     """Bounds of z_k from the forward symbolic equations, intersected with interval bounds."""
     eq_l, eq_u = _symbolic_eqs(tn, k, sym_l, sym_u)
-    z_lo = _concretize(eq_l[..., :-1], eq_l[..., -1], lo, hi)
-    z_hi = -_concretize(-eq_u[..., :-1], -eq_u[..., -1], lo, hi)
+    z_lo = _concretize(eq_l[..., :-1], eq_l[..., -1], lo, hi, ball)
+    z_hi = -_concretize(-eq_u[..., :-1], -eq_u[..., -1], lo, hi, ball)
     wp, wn = tn.W[k].clamp(min=0), tn.W[k].clamp(max=0)
     z_lo = torch.maximum(z_lo, h_lo @ wp.T + h_hi @ wn.T + tn.b[k])
     z_hi = torch.minimum(z_hi, h_hi @ wp.T + h_lo @ wn.T + tn.b[k])
@@ -144,7 +165,7 @@ def _symbolic_relu(eqs, rel):
 
 def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor, d: torch.Tensor,
                    method: str = "crown", phases: list[torch.Tensor] | None = None,
-                   backsub_depth: int | None = None) -> Bounds:
+                   backsub_depth: int | None = None, ball: tuple | None = None) -> Bounds:
     """Bounds of ``C f(x) - d`` over each box ``[lo[b], hi[b]]``.
 
     ``C``: (m, n_out) or (B, m, n_out); ``d``: (m,) or (B, m). ``method``: "crown"
@@ -153,10 +174,13 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
     cheaper for low-dimensional inputs; output rows still by back-substitution) or "interval". ``phases``: optional per hidden layer (B, n_k) int8
     tensors with +1 (ReLU forced active), -1 (forced inactive), 0 (free), for ReLU splitting.
     ``backsub_depth``: for hidden layers, substitute back at most this many layers, then use
-    the forward symbolic equations (None: all the way to the input).
+    the forward symbolic equations (None: all the way to the input). ``ball``: an optional
+    ``("L2", center, eps)``; linear bounds are then minimised over box ∩ ball exactly (dual
+    norm), interval steps still see the box.
     """
     if method not in ("crown", "symbolic", "interval"):
         raise ValueError(f"method must be 'crown', 'symbolic' or 'interval', got {method!r}")
+    ball = l2_ball(ball)
     B = lo.shape[0]
     infeasible = torch.zeros(B, dtype=torch.bool)
     lowers, uppers, relax = [], [], []
@@ -165,15 +189,19 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
     syms: list = []
     for k in range(tn.L - 1):
         if method == "symbolic" and k:
-            z_lo, z_hi, eqs = _symbolic_layer(tn, k, sym_l, sym_u, h_lo, h_hi, lo, hi)
+            z_lo, z_hi, eqs = _symbolic_layer(tn, k, sym_l, sym_u, h_lo, h_hi, lo, hi, ball)
         elif method == "interval" or k == 0:
             wp, wn = tn.W[k].clamp(min=0), tn.W[k].clamp(max=0)
             z_lo = h_lo @ wp.T + h_hi @ wn.T + tn.b[k]
             z_hi = h_hi @ wp.T + h_lo @ wn.T + tn.b[k]
+            if k == 0 and ball is not None:
+                zb = tn.W[0] @ ball[0] + tn.b[0]
+                rb = ball[1] * torch.linalg.vector_norm(tn.W[0], dim=1)
+                z_lo, z_hi = torch.maximum(z_lo, zb - rb), torch.minimum(z_hi, zb + rb)
         else:
             # cheap candidates first (symbolic forward), then back-substitution only for the
             # neurons those leave unstable: stable neurons cannot get a better relaxation
-            z_lo, z_hi, eqs = _symbolic_layer(tn, k, sym_l, sym_u, h_lo, h_hi, lo, hi)
+            z_lo, z_hi, eqs = _symbolic_layer(tn, k, sym_l, sym_u, h_lo, h_hi, lo, hi, ball)
             unstable = (z_lo < 0) & (z_hi > 0)
             K = int(unstable.sum(1).max())
             if K:
@@ -182,7 +210,7 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
                 lam = torch.cat([rows, -rows], dim=1)
                 const = torch.cat([tn.b[k][idx], -tn.b[k][idx]], dim=1)
                 A, c = _backward_hidden(tn, lam, const, k - 1, relax, syms, backsub_depth)
-                both = _concretize(A, c, lo, hi)
+                both = _concretize(A, c, lo, hi, ball)
                 z_lo = z_lo.scatter(1, idx, torch.maximum(z_lo.gather(1, idx), both[:, :K]))
                 z_hi = z_hi.scatter(1, idx, torch.minimum(z_hi.gather(1, idx), -both[:, K:]))
         z_lo, z_hi = _widen(z_lo, z_hi)
@@ -210,7 +238,7 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
     A, c = _backward(tn, lam, tn.L - 1, relax)
     A = A.expand(B, -1, -1) if A.shape[0] != B else A
     c = (c - db).expand(B, -1)
-    low = _concretize(A, c, lo, hi)
+    low = _concretize(A, c, lo, hi, ball)
     # the bound in the last hidden layer's interval form is sometimes tighter
     M = Cb @ tn.W[-1]
     Mp, Mn = M.clamp(min=0), M.clamp(max=0)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from . import smt
-from .bounds import TorchNet, compute_bounds
+from .alpha_crown import optimized_bounds
+from .bounds import TorchNet, compute_bounds, l2_ball
 from .spec import Term
 
 
@@ -142,30 +143,46 @@ def _find_violation(tn: TorchNet, pts: torch.Tensor, C: torch.Tensor, d: torch.T
 
 def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown", batch: int = 256,
                 margin: float = 1e-7, width_mix: float = 0.25, leaf_unstable: int = 0, max_depth: int = 80,
-                z3_timeout: float = 5.0, check_cex=None, backsub_depth: int | None = None, attack_steps: int = 6) -> SearchResult:
-    """Prove or refute one term by splitting its input box (complete with the Z3 leaves)."""
+                z3_timeout: float = 5.0, check_cex=None, backsub_depth: int | None = None, attack_steps: int = 6,
+                ball: tuple | None = None, bounds: str = "crown", split_rule: str = "trial", alpha_iters: int = 10
+                ) -> SearchResult:
+    """Prove or refute one term by splitting its input box (complete with the Z3 leaves).
+
+    ``bounds``: "crown", or "alpha" (boxes CROWN leaves open get alpha-CROWN bounds).
+    ``split_rule``: "trial" (bound every box's two halves along each dimension, in one batch,
+    and split where the worse half's bound gains most; the relatively widest dimension when
+    no split gains) or "smear" (``|A_j| * width_j`` weighted by ``width_mix``, no trials).
+
+    A Z3 leaf that stays undecided never ends the search: the box is split again and its
+    halves get twice the Z3 time (``tries`` counts the attempts), so only a spent budget
+    stops it (reported as a timeout).
+    """
+    if bounds not in ("crown", "alpha") or split_rule not in ("trial", "smear"):
+        raise ValueError(f"bounds must be 'crown'/'alpha' and split_rule 'trial'/'smear', got {bounds!r}, {split_rule!r}")
     C, d, slices = _stack_groups(term)
     w0 = torch.from_numpy(term.hi - term.lo).clamp(min=1e-30)
-    lo_stack = [torch.from_numpy(term.lo).reshape(1, -1)]
-    hi_stack = [torch.from_numpy(term.hi).reshape(1, -1)]
-    depth_stack = [torch.zeros(1, dtype=torch.int64)]
-    n_boxes = n_z3 = 0
-    stats: dict = {}
-    while lo_stack:
+    stack = _BoxStack(torch.from_numpy(term.lo).reshape(1, -1), torch.from_numpy(term.hi).reshape(1, -1))
+    n_boxes = n_z3 = n_retry = 0
+    boundary = False  # a point within the float margin was seen: never "holds" then
+    while stack:
         if time.monotonic() > deadline:
-            left = sum(x.shape[0] for x in lo_stack)
-            return SearchResult("unknown", reason=f"timeout with {left} open boxes after {n_boxes}",
-                                stats={"boxes": n_boxes, "z3_leaves": n_z3})
-        lo, hi, depth = _pop(lo_stack, hi_stack, depth_stack, batch)
+            return SearchResult("unknown", reason=f"timeout with {len(stack)} open boxes after {n_boxes}",
+                                stats={"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry})
+        lo, hi, depth, tries = stack.pop(batch)
         n_boxes += lo.shape[0]
-        bd = compute_bounds(tn, lo, hi, C, d, method, backsub_depth=backsub_depth)
+        bd = compute_bounds(tn, lo, hi, C, d, method, backsub_depth=backsub_depth, ball=ball)
         refuted = _group_status(bd.spec_lower, slices, margin)
         extra = _refute_conjunctions(bd, refuted, slices, lo, hi, margin)
         open_ = ~(refuted.all(1) | bd.infeasible)
+        if bounds == "alpha" and open_.any():
+            o = torch.nonzero(open_).squeeze(1)
+            ob = optimized_bounds(tn, lo[o], hi[o], C, d, slices, ball=ball, iters=alpha_iters, margin=margin)
+            refuted[o] |= ob.lower > margin
+            open_ = ~(refuted.all(1) | bd.infeasible)
         if not open_.any():
             continue
         idx = torch.nonzero(open_).squeeze(1)
-        lo, hi, depth = lo[idx], hi[idx], depth[idx]
+        lo, hi, depth, tries = lo[idx], hi[idx], depth[idx], tries[idx]
         A, low = bd.spec_A[idx], bd.spec_lower[idx]
         cands = _candidates(lo, hi, A, low, slices, refuted[idx])
         if extra is not None:
@@ -183,102 +200,218 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
             n_z3 += 1
             res = _z3_leaf(tn, term, lo[i].numpy(), hi[i].numpy(), [l_[idx[i]].numpy() for l_ in bd.lower],
                            [u_[idx[i]].numpy() for u_ in bd.upper], refuted[idx[i]], margin,
-                           min(z3_timeout, max(0.1, deadline - time.monotonic())), check_cex)
+                           min(z3_timeout * 2.0 ** int(tries[i]), max(0.1, deadline - time.monotonic())), check_cex,
+                           ball=ball)
             if res.status == "violated":
                 res.stats = {"boxes": n_boxes, "z3_leaves": n_z3}
                 return res
             if res.status == "unknown":
+                boundary |= res.reason.startswith("boundary")
+                # undecided in its time (or only a point within the float margin): split it
+                # again (a smaller box is easier for Z3), past max_depth with more Z3 time for
+                # the halves; the search goes on with the other boxes
+                leaf[i] = False
                 if depth[i] >= max_depth:
-                    return SearchResult("unknown", reason=f"Z3 leaf undecided at depth {int(depth[i])}: {res.reason}",
-                                        stats={"boxes": n_boxes, "z3_leaves": n_z3})
-                leaf[i] = False  # keep splitting: a smaller box is easier for Z3
+                    tries[i] += 1
+                    n_retry += 1
         keep = torch.nonzero(~leaf).squeeze(1)
         if keep.numel() == 0:
             continue
-        lo, hi, depth, A, low = lo[keep], hi[keep], depth[keep], A[keep], low[keep]
+        lo, hi, depth, tries, A, low = lo[keep], hi[keep], depth[keep], tries[keep], A[keep], low[keep]
         ref = refuted[idx][keep]
-        width = hi - lo
-        score = torch.zeros_like(lo)
-        for g, s in enumerate(slices):
-            r = low[:, s].argmax(1) + s.start
-            a = A[torch.arange(A.shape[0]), r].abs()
-            score += torch.where(ref[:, g:g + 1], torch.zeros_like(a), a) * width
-        # the bound's sensitivity alone can starve a wide dimension whose effect hides in the
-        # ReLU relaxations; weighting by the relative width keeps every dimension shrinking
-        score = (score + 1e-30) * (width / w0) ** width_mix
-        dim = score.argmax(1)
-        mid = (lo[torch.arange(lo.shape[0]), dim] + hi[torch.arange(lo.shape[0]), dim]) / 2
+        if split_rule == "trial":
+            dim = _trial_dim(tn, lo, hi, C, d, slices, ref, low, w0, method, backsub_depth, ball)
+        else:
+            dim = _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix)
+        stack.push_split(lo, hi, depth, tries, dim)
+    stats = {"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry}
+    if boundary:
+        return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists",
+                            stats=stats)
+    return SearchResult("holds", stats=stats)
+
+
+def _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix: float) -> torch.Tensor:
+    """ReluVal's smear: the dimension with the largest ``|A_j| * width_j`` of the open groups' best rows."""
+    width = hi - lo
+    score = torch.zeros_like(lo)
+    for g, s in enumerate(slices):
+        r = low[:, s].argmax(1) + s.start
+        a = A[torch.arange(A.shape[0]), r].abs()
+        score += torch.where(ref[:, g:g + 1], torch.zeros_like(a), a) * width
+    # the bound's sensitivity alone can starve a wide dimension whose effect hides in the
+    # ReLU relaxations; weighting by the relative width keeps every dimension shrinking
+    score = (score + 1e-30) * (width / w0) ** width_mix
+    return _guard_dim(score, width, w0)
+
+
+def _box_value(spec_lower: torch.Tensor, slices, ref: torch.Tensor) -> torch.Tensor:
+    """(B,) the worst open group's best row bound (+inf when every group is refuted)."""
+    v = torch.stack([spec_lower[:, s].max(1).values for s in slices], 1)
+    return torch.where(ref, torch.full_like(v, torch.inf), v).min(1).values
+
+
+def _trial_dim(tn, lo, hi, C, d, slices, ref, low, w0, method, backsub_depth, ball) -> torch.Tensor:
+    """The dimension whose split gains most on the worse half (one batched bound call for all trials).
+
+    Gains of ~0 (or only zero-width dimensions) fall back to the relatively widest
+    dimension, so every split makes progress.
+    """
+    K, n0 = lo.shape
+    rows = torch.arange(n0)
+    mid = (lo + hi) / 2                                          # (K, n0)
+    lo_t = lo.unsqueeze(1).expand(K, n0, n0).clone()             # [box, dim split, input]
+    hi_t = hi.unsqueeze(1).expand(K, n0, n0).clone()
+    hi_l, lo_r = hi_t.clone(), lo_t.clone()
+    hi_l[:, rows, rows] = mid
+    lo_r[:, rows, rows] = mid
+    los = torch.cat([lo_t, lo_r]).reshape(-1, n0)
+    his = torch.cat([hi_l, hi_t]).reshape(-1, n0)
+    bd = compute_bounds(tn, los, his, C, d, method, backsub_depth=backsub_depth, ball=ball)
+    ref2 = ref.repeat(2, 1).repeat_interleave(n0, 0)
+    v = _box_value(bd.spec_lower, slices, ref2)
+    v = torch.where(bd.infeasible, torch.full_like(v, torch.inf), v).reshape(2, K, n0)
+    parent = _box_value(low, slices, ref).unsqueeze(1)
+    gain = torch.minimum(v[0], v[1]) - parent                    # (K, n0)
+    gain = torch.where(gain > 1e-9 * (1 + parent.abs()), gain, torch.zeros_like(gain))
+    return _guard_dim(gain.clamp(max=1e30), hi - lo, w0)
+
+
+def _guard_dim(score: torch.Tensor, width: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+    """The best-scoring dimension, never a zero-width one; the relatively widest when no score is positive.
+
+    Splitting a dimension of zero width (or one whose midpoint rounds to an end) would
+    produce a child equal to its parent and loop forever.
+    """
+    splittable = (width > 0) & ((width / w0) > 1e-12)
+    score = torch.where(splittable, score, torch.full_like(score, -1.0))
+    widest = torch.where(splittable, width / w0, torch.full_like(width, -1.0)).argmax(1)
+    dim = score.argmax(1)
+    flat = score.amax(1) <= 1e-30
+    return torch.where(flat, widest, dim)
+
+
+class _BoxStack:
+    """Depth-first stack of batched open boxes with their depth and Z3 attempt counts."""
+
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor):
+        z = torch.zeros(lo.shape[0], dtype=torch.int64)
+        self.items: list[tuple] = [(lo, hi, z, z.clone())]
+
+    def __len__(self) -> int:
+        return sum(it[0].shape[0] for it in self.items)
+
+    def pop(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """Up to ``batch`` boxes from the top: (lo, hi, depth, tries)."""
+        parts, n = [], 0
+        while self.items and n < batch:
+            it = self.items.pop()
+            take = min(batch - n, it[0].shape[0])
+            if take < it[0].shape[0]:
+                self.items.append(tuple(t[take:] for t in it))
+            parts.append(tuple(t[:take] for t in it))
+            n += take
+        return tuple(torch.cat([p[j] for p in parts]) for j in range(4))
+
+    def push_split(self, lo, hi, depth, tries, dim) -> None:
+        """Push both halves of every box along its dimension ``dim``."""
+        rows = torch.arange(lo.shape[0])
+        mid = (lo[rows, dim] + hi[rows, dim]) / 2
         lo2, hi1 = lo.clone(), hi.clone()
-        hi1[torch.arange(lo.shape[0]), dim] = mid
-        lo2[torch.arange(lo.shape[0]), dim] = mid
-        lo_stack += [lo, lo2]
-        hi_stack += [hi1, hi]
-        depth_stack += [depth + 1, depth + 1]
-    return SearchResult("holds", stats={"boxes": n_boxes, "z3_leaves": n_z3})
+        hi1[rows, dim] = mid
+        lo2[rows, dim] = mid
+        self.items.append((lo, hi1, depth + 1, tries))
+        self.items.append((lo2, hi, depth + 1, tries.clone()))
 
 
-def _pop(lo_stack, hi_stack, depth_stack, batch):
-    los, his, ds, n = [], [], [], 0
-    while lo_stack and n < batch:
-        lo, hi, dp = lo_stack.pop(), hi_stack.pop(), depth_stack.pop()
-        take = min(batch - n, lo.shape[0])
-        if take < lo.shape[0]:
-            lo_stack.append(lo[take:])
-            hi_stack.append(hi[take:])
-            depth_stack.append(dp[take:])
-        los.append(lo[:take])
-        his.append(hi[:take])
-        ds.append(dp[:take])
-        n += take
-    return torch.cat(los), torch.cat(his), torch.cat(ds)
-
-
-def _z3_leaf(tn, term, lo, hi, lower, upper, refuted, margin, timeout, check_cex, phases=None) -> SearchResult:
+def _z3_leaf(tn, term, lo, hi, lower, upper, refuted, margin, timeout, check_cex, phases=None, ball=None
+             ) -> SearchResult:
     """Decide the still-open groups of one sub-problem exactly with Z3."""
     for g, (C, d) in enumerate(term.groups):
         if bool(refuted[g]):
             continue
-        st, x = smt.check_group(tn.net, lo, hi, C, d, margin, timeout, lower, upper, phases)
+        st, x = smt.check_group(tn.net, lo, hi, C, d, margin, timeout, lower, upper, phases, ball=ball)
         if st == smt.SAT:
             if check_cex is None or check_cex(x):
                 return SearchResult("violated", x)
             # Z3 found a point only within the margin: look for a strict one
-            st2, x2 = smt.check_group(tn.net, lo, hi, C, d, -margin, timeout, lower, upper, phases)
+            st2, x2 = smt.check_group(tn.net, lo, hi, C, d, -margin, timeout, lower, upper, phases, ball=ball)
             if st2 == smt.SAT and (check_cex is None or check_cex(x2)):
                 return SearchResult("violated", x2)
-            return SearchResult("unknown", reason="a point within the float margin of the boundary exists")
+            return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists")
         if st == smt.UNKNOWN:
-            return SearchResult("unknown", reason="Z3 timeout")
+            # not the word "timeout": only a spent search budget is reported as one
+            return SearchResult("unknown", reason="Z3 leaf undecided within its time limit")
     return SearchResult("holds")
 
 
 def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margin: float = 1e-7,
-               leaf_unstable: int = 12, z3_timeout: float = 2.0, check_cex=None) -> SearchResult:
-    """Prove or refute one term by splitting unstable ReLUs (for higher-dimensional inputs)."""
+               leaf_unstable: int = 12, z3_timeout: float = 2.0, check_cex=None, ball: tuple | None = None,
+               bounds: str = "beta", branching: str = "babsr", iters: int = 20) -> SearchResult:
+    """Prove or refute one term by splitting unstable ReLUs (for higher-dimensional inputs).
+
+    ``bounds``: "beta" (alpha/beta-CROWN per domain, :mod:`verify.alpha_crown`) or "crown".
+    ``branching``: "babsr" (the neuron whose upper relaxation costs the bound most:
+    ``|min(coef_h, 0)| * intercept``, needs ``bounds="beta"``) or "area" (relaxation area times
+    outgoing weight). Z3 leaves undecided in their time are retried with doubled time once
+    nothing else is open; only the deadline ends the search early.
+    """
+    if bounds not in ("beta", "crown") or branching not in ("babsr", "area"):
+        raise ValueError(f"bounds must be 'beta'/'crown' and branching 'babsr'/'area', got {bounds!r}, {branching!r}")
     C, d, slices = _stack_groups(term)
     lo0 = torch.from_numpy(term.lo).reshape(1, -1)
     hi0 = torch.from_numpy(term.hi).reshape(1, -1)
     sizes = [w.shape[0] for w in tn.W[:-1]]
     domains = [[torch.zeros(1, n, dtype=torch.int8) for n in sizes]]
-    n_dom = n_z3 = 0
-    while domains:
+    deferred: list[tuple] = []  # (lower, upper, phases, tries) of Z3 leaves undecided in their time
+    n_dom = n_z3 = n_retry = 0
+    boundary = False
+
+    def stats() -> dict:
+        return {"domains": n_dom, "z3_leaves": n_z3, "z3_retries": n_retry}
+
+    def leaf(lows, ups, ph, ref, tries) -> SearchResult:
+        return _z3_leaf(tn, term, term.lo, term.hi, [v.numpy() for v in lows], [v.numpy() for v in ups], ref,
+                        margin, min(z3_timeout * 2.0 ** tries, max(0.1, deadline - time.monotonic())), check_cex,
+                        [p.numpy() for p in ph], ball)
+
+    while domains or deferred:
         if time.monotonic() > deadline:
-            return SearchResult("unknown", reason=f"timeout with {sum(p[0].shape[0] for p in domains)} open "
-                                                  f"ReLU domains after {n_dom}", stats={"domains": n_dom})
+            left = sum(p[0].shape[0] for p in domains) + len(deferred)
+            return SearchResult("unknown", reason=f"timeout with {left} open ReLU domains after {n_dom}",
+                                stats=stats())
+        if not domains:
+            lows, ups, ph, ref, tries = deferred.pop(0)
+            n_retry += 1
+            res = leaf(lows, ups, ph, ref, tries)
+            if res.status == "violated":
+                res.stats = stats()
+                return res
+            if res.status == "unknown":
+                boundary |= res.reason.startswith("boundary")
+                if not res.reason.startswith("boundary"):
+                    deferred.append((lows, ups, ph, ref, tries + 1))
+            continue
         phases = _pop_phases(domains, batch)
         B = phases[0].shape[0]
         n_dom += B
-        bd = compute_bounds(tn, lo0.expand(B, -1), hi0.expand(B, -1), C, d, "crown", phases)
-        refuted = _group_status(bd.spec_lower, slices, margin)
+        lo, hi = lo0.expand(B, -1), hi0.expand(B, -1)
+        bd = compute_bounds(tn, lo, hi, C, d, "crown", phases, ball=ball)
+        if bounds == "beta":
+            ob = optimized_bounds(tn, lo, hi, C, d, slices, phases, ball, iters=iters, base=bd, margin=margin)
+            refuted, A_g = ob.lower > margin, ob.A
+        else:
+            refuted = _group_status(bd.spec_lower, slices, margin)
+            _refute_conjunctions(bd, refuted, slices, lo, hi, margin)
+            A_g = torch.stack([bd.spec_A[torch.arange(B), bd.spec_lower[:, s].argmax(1) + s.start]
+                               for s in slices], 1)
         open_ = ~(refuted.all(1) | bd.infeasible)
         if not open_.any():
             continue
         idx = torch.nonzero(open_).squeeze(1)
-        lo, hi = lo0.expand(idx.numel(), -1), hi0.expand(idx.numel(), -1)
-        cands = _candidates(lo, hi, bd.spec_A[idx], bd.spec_lower[idx], slices, refuted[idx])
-        x = _find_violation(tn, cands, C, d, slices)
+        x = _find_violation(tn, _corners(lo[idx], hi[idx], A_g[idx], ball), C, d, slices)
         if x is not None and (check_cex is None or check_cex(x)):
-            return SearchResult("violated", x, stats={"domains": n_dom, "z3_leaves": n_z3})
+            return SearchResult("violated", x, stats=stats())
         children = [[] for _ in sizes]
         for i in idx.tolist():
             lows = [l_[i] for l_ in bd.lower]
@@ -288,33 +421,80 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
             n_unst = int(sum(u.sum() for u in unst))
             if n_unst <= leaf_unstable:
                 n_z3 += 1
-                res = _z3_leaf(tn, term, term.lo, term.hi, [v.numpy() for v in lows], [v.numpy() for v in ups],
-                               refuted[i], margin, min(z3_timeout, max(0.1, deadline - time.monotonic())),
-                               check_cex, [p.numpy() for p in ph])
+                res = leaf(lows, ups, ph, refuted[i], 0)
                 if res.status == "violated":
+                    res.stats = stats()
                     return res
                 if res.status == "holds":
                     continue
+                boundary |= res.reason.startswith("boundary")
                 if n_unst == 0:
-                    return SearchResult("unknown", reason=res.reason, stats={"domains": n_dom})
-            # branch on the neuron with the largest relaxation area times its outgoing weight
-            best, best_k, best_j = -1.0, 0, 0
-            for k, (l_, u_, un) in enumerate(zip(lows, ups, unst)):
-                if not un.any():
+                    if not res.reason.startswith("boundary"):
+                        deferred.append((lows, ups, ph, refuted[i], 1))  # retried later with more time
                     continue
-                area = torch.where(un, -l_ * u_ / (u_ - l_).clamp(min=1e-12), torch.zeros_like(l_))
-                area = area * tn.W[k + 1].abs().sum(0)
-                j = int(area.argmax())
-                if float(area[j]) > best:
-                    best, best_k, best_j = float(area[j]), k, j
+            if branching == "babsr" and bounds == "beta":
+                worst = int(torch.where(refuted[i], torch.inf, ob.lower[i]).argmin())
+                k, j = _babsr_choice(tn, lows, ups, unst, [ch[i, worst] for ch in ob.coef_h])
+            else:
+                k, j = _area_choice(tn, lows, ups, unst)
             for sign in (1, -1):
                 child = [p.clone() for p in ph]
-                child[best_k][best_j] = sign
-                for k in range(len(sizes)):
-                    children[k].append(child[k])
+                child[k][j] = sign
+                for layer in range(len(sizes)):
+                    children[layer].append(child[layer])
         if children[0]:
             domains.append([torch.stack(c) for c in children])
-    return SearchResult("holds", stats={"domains": n_dom, "z3_leaves": n_z3})
+    if boundary:
+        return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists",
+                            stats=stats())
+    return SearchResult("holds", stats=stats())
+
+
+def _corners(lo, hi, A_g, ball) -> torch.Tensor:
+    """Counterexample candidates per domain: the centre and each group's bound minimiser (B, 1 + G, n0)."""
+    cands = [(lo + hi) / 2] + [torch.where(A_g[:, g] > 0, lo, hi) for g in range(A_g.shape[1])]
+    if ball is not None:
+        # the minimiser over the ball: x0 - eps a / ||a||, clipped to the box
+        center, eps = l2_ball(ball)
+        for g in range(A_g.shape[1]):
+            a = A_g[:, g]
+            x = center - eps * (1 - 1e-12) * a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp(min=1e-30)
+            cands.append(torch.minimum(torch.maximum(x, lo), hi))
+    return torch.stack(cands, 1)
+
+
+def _babsr_choice(tn, lows, ups, unst, coef) -> tuple[int, int]:
+    """BaBSR-style: the free unstable neuron whose upper-relaxation intercept costs the bound most.
+
+    ``coef[k]`` is the back-substituted coefficient on ``h_k`` of the worst open group; a
+    negative coefficient uses the upper line ``u (z - l) / (u - l)``, whose intercept
+    ``-l u / (u - l)`` splitting removes. The area rule breaks ties (and zero scores).
+    """
+    best, best_k, best_j = -1.0, 0, 0
+    for k, (l_, u_, un) in enumerate(zip(lows, ups, unst)):
+        if not un.any():
+            continue
+        icpt = -l_ * u_ / (u_ - l_).clamp(min=1e-12)
+        score = (-coef[k]).clamp(min=0) * icpt + 1e-6 * icpt * tn.W[k + 1].abs().sum(0)
+        score = torch.where(un, score, torch.full_like(score, -1.0))
+        j = int(score.argmax())
+        if float(score[j]) > best:
+            best, best_k, best_j = float(score[j]), k, j
+    return best_k, best_j
+
+
+def _area_choice(tn, lows, ups, unst) -> tuple[int, int]:
+    """The unstable neuron with the largest relaxation area times its outgoing weight."""
+    best, best_k, best_j = -1.0, 0, 0
+    for k, (l_, u_, un) in enumerate(zip(lows, ups, unst)):
+        if not un.any():
+            continue
+        area = torch.where(un, -l_ * u_ / (u_ - l_).clamp(min=1e-12), torch.zeros_like(l_))
+        area = area * tn.W[k + 1].abs().sum(0)
+        j = int(area.argmax())
+        if float(area[j]) > best:
+            best, best_k, best_j = float(area[j]), k, j
+    return best_k, best_j
 
 
 def _pop_phases(domains, batch):

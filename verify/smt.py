@@ -8,6 +8,7 @@ constraint keeps ``holds`` robust to the float rounding of a concrete forward pa
 """
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -88,21 +89,47 @@ def encode(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list[np.ndarray]
 
 
 def check_group(net: Network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: np.ndarray, margin: float,
-                timeout_s: float, lower=None, upper=None, phases=None, x_domain=None
+                timeout_s: float, lower=None, upper=None, phases=None, x_domain=None, ball: tuple | None = None
                 ) -> tuple[str, np.ndarray | None]:
-    """Is there ``x`` in the box with ``C f(x) - d <= margin`` (all rows)? Returns (sat/unsat/unknown, x)."""
+    """Is there ``x`` in the box with ``C f(x) - d <= margin`` (all rows)? Returns (sat/unsat/unknown, x).
+
+    ``ball=("L2", center, eps)``: ``x`` must also lie in that ball. The ball is not encoded
+    as a quadratic constraint; Z3 solves the linear problem on the box and every model
+    outside the ball is cut off by the ball's tangent half-space at its projection (valid
+    for every point of the ball), so UNSAT stays a proof and SAT comes with a point of the
+    ball (its norm checked in float64).
+    """
     s, xs, ys, _ = encode(net, lo, hi, lower, upper, phases, x_domain)
     for row, rhs in zip(C, d):
         s.add(_lin(row, ys, -rhs) <= _q(margin))
-    s.set("timeout", max(1, int(timeout_s * 1000)))
-    r = s.check()
-    if r == z3.sat:
+    stop = time.monotonic() + timeout_s
+    while True:
+        s.set("timeout", max(1, int((stop - time.monotonic()) * 1000)))
+        r = s.check()
+        if r == z3.unsat:
+            return UNSAT, None
+        if r != z3.sat:
+            return UNKNOWN, None
         m = s.model()
         x = np.array([_val(m.eval(v, model_completion=True)) for v in xs])
-        return SAT, x
-    if r == z3.unsat:
-        return UNSAT, None
-    return UNKNOWN, None
+        if ball is None:
+            return SAT, x
+        _, center, eps = ball
+        center = np.asarray(center, dtype=np.float64).reshape(-1)
+        gap = x - center
+        dist = float(np.linalg.norm(gap))
+        if dist <= eps:
+            return SAT, x
+        # the projection onto the ball may itself violate the property (cheap to try)
+        proj = np.clip(center + gap * (eps / dist) * (1 - 1e-12), lo, hi)
+        if np.linalg.norm(proj - center) <= eps and np.all(C @ net.forward(proj) - d <= margin):
+            return SAT, proj
+        if time.monotonic() >= stop:
+            return UNKNOWN, None
+        g = gap / dist
+        rhs = float(g @ center) + eps * float(np.linalg.norm(g))
+        rhs += 1e-9 * (1 + abs(rhs))  # outward, so float rounding never cuts a point of the ball
+        s.add(_lin(g, xs, 0.0) <= _q(rhs))
 
 
 def _val(v) -> float:

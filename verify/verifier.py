@@ -43,7 +43,8 @@ def verify(net: Network, prop: Property, timeout: float = 60.0, falsify: bool = 
     for term in prop.terms:
         C = torch.from_numpy(np.concatenate([c for c, _ in term.groups]))
         d = torch.from_numpy(np.concatenate([dd for _, dd in term.groups]))
-        bd = compute_bounds(tn, torch.from_numpy(term.lo)[None], torch.from_numpy(term.hi)[None], C, d, "crown")
+        bd = compute_bounds(tn, torch.from_numpy(term.lo)[None], torch.from_numpy(term.hi)[None], C, d, "crown",
+                            ball=prop.ball)
         low = bd.spec_lower[0]
         i = 0
         proved = True
@@ -70,9 +71,9 @@ def verify(net: Network, prop: Property, timeout: float = 60.0, falsify: bool = 
             raise ValueError(f"unknown method {method!r}")
         engine = "input_split" if use_input else "relu_split"
         if use_input:
-            res = input_split(tn, term, deadline, check_cex=is_cex)
+            res = input_split(tn, term, deadline, check_cex=is_cex, ball=prop.ball)
         else:
-            res = relu_split(tn, term, deadline, check_cex=is_cex)
+            res = relu_split(tn, term, deadline, check_cex=is_cex, ball=prop.ball)
         for k, v in res.stats.items():
             stats[k] = stats.get(k, 0) + v
         if res.status == VIOLATED:
