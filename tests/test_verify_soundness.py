@@ -14,9 +14,10 @@ from verify.spec import Property, Term, local_robustness
 from verify.verifier import verify
 
 
-def _exhaustive(net, term: Term, C: np.ndarray, d: np.ndarray) -> bool:
+def _exhaustive(net, term: Term, C: np.ndarray, d: np.ndarray, final=None) -> bool:
     """Exact: is some x in the box with C f(x) <= d? Enumerates every feasible ReLU activation
-    pattern depth-first (an LP per prefix prunes empty regions) and solves the final LP."""
+    pattern depth-first (an LP per prefix prunes empty regions) and solves the final LP
+    (or calls ``final(A_ub, b_ub)`` on each feasible final region)."""
     n0 = net.input_dim
     bounds = list(zip(term.lo, term.hi))
 
@@ -31,7 +32,8 @@ def _exhaustive(net, term: Term, C: np.ndarray, d: np.ndarray) -> bool:
         z_M = net.weights[layer] @ M
         z_c = net.weights[layer] @ c + net.biases[layer]
         if layer == net.num_layers - 1:
-            return lp_feasible(A_ub + list(C @ z_M), b_ub + list(d - C @ z_c))
+            A2, b2 = A_ub + list(C @ z_M), b_ub + list(d - C @ z_c)
+            return lp_feasible(A2, b2) and (final is None or final(np.array(A2), np.array(b2)))
         return branch(layer, 0, z_M, z_c, np.zeros_like(z_M), np.zeros_like(z_c), A_ub, b_ub)
 
     def branch(layer, j, z_M, z_c, h_M, h_c, A_ub, b_ub) -> bool:
@@ -50,6 +52,34 @@ def _exhaustive(net, term: Term, C: np.ndarray, d: np.ndarray) -> bool:
         return False
 
     return rec(0, np.eye(n0), np.zeros(n0), [], [])
+
+
+def _l2_truth(net, prop: Property) -> bool | None:
+    """Exact up to 1e-4 relative: does the L2 ball hold a counterexample? None when too close to call.
+
+    Per feasible activation region of the violation set (a polytope) the squared distance to
+    the centre is minimised (a convex QP, SLSQP); the ball meets the region iff that is <= eps.
+    """
+    from scipy.optimize import minimize
+
+    _, x0, eps = prop.ball
+    best = [np.inf]
+
+    def final(A, b) -> bool:
+        t = prop.terms[0]
+        r = minimize(lambda x: ((x - x0) ** 2).sum(), np.clip(x0, t.lo, t.hi), jac=lambda x: 2 * (x - x0),
+                     constraints=[{"type": "ineq", "fun": lambda x: b - A @ x, "jac": lambda x: -A}],
+                     bounds=list(zip(t.lo, t.hi)), method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
+        if r.success and (A @ r.x - b).max() <= 1e-9:
+            best[0] = min(best[0], float(np.linalg.norm(r.x - x0)))
+        return best[0] < eps * (1 - 1e-4)   # stop once the ball is surely hit
+
+    for t in prop.terms:
+        for C, d in t.groups:
+            _exhaustive(net, t, C, d, final)
+    if best[0] < eps * (1 - 1e-4):
+        return True
+    return False if best[0] > eps * (1 + 1e-4) else None
 
 
 def _exhaustive_property(net, prop: Property) -> bool:
@@ -171,7 +201,7 @@ def test_holds_is_robust_to_a_float_margin():
 def test_relu_splitting_with_small_z3_leaves_matches_enumeration():
     import time
 
-    from verify.branch_and_bound import relu_split
+    from verify.relu_split import relu_split
 
     splits = 0
     for net, prop in _tight_cases(4):
@@ -182,3 +212,54 @@ def test_relu_splitting_with_small_z3_leaves_matches_enumeration():
         assert (res.status == "violated") == truth
         splits += res.stats.get("domains", 0) > 1
     assert splits >= 2  # the family needs real branching, not just one bound computation
+
+
+def _l2_cases(n_cases: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for i in range(n_cases):
+        n_in = int(rng.integers(2, 4))
+        net = float32_network(random_relu_network([n_in, 6, 5, 3], seed=700 + 10 * seed + i))
+        x = rng.uniform(0.3, 0.7, n_in)
+        label = int(np.argmax(net.forward(x)))
+        yield net, local_robustness(x, label, float(rng.choice([0.05, 0.15, 0.3])), 3, norm="L2", clip=None)
+
+
+@pytest.mark.parametrize("method", ["input_split", "relu_split"])
+def test_l2_verdicts_match_exact_region_distances(method):
+    decided = proved_beyond_box = 0
+    for net, prop in _l2_cases(10, seed=1):
+        truth = _l2_truth(net, prop)
+        v = verify(net, prop, timeout=30, method=method)
+        if v.status == "violated":
+            x = v.counterexample
+            assert np.linalg.norm(x - prop.ball[1]) <= prop.ball[2]   # in the ball, re-checked
+            assert prop.is_counterexample(x, net.forward(x))
+        if truth is None:
+            continue
+        decided += 1
+        assert v.status in ("holds", "violated"), v.reason
+        assert (v.status == "violated") == truth, (net.name, prop.name, v.status)
+        # a proof the ball's bounding box could not give: that box holds a counterexample
+        proved_beyond_box += v.status == "holds" and _exhaustive_property(net, prop)
+    assert decided >= 8
+    assert proved_beyond_box >= 1
+
+
+@pytest.mark.parametrize("branching", ["babsr", "area"])
+def test_beta_crown_relu_splitting_matches_enumeration(branching):
+    import time
+
+    from verify.relu_split import relu_split
+
+    splits = 0
+    for net, prop in list(_tight_cases(6, seed=2)) + list(_random_cases(6, seed=4)):
+        truth = _exhaustive_property(net, prop)
+        for term in prop.terms:
+            res = relu_split(TorchNet(net), term, time.monotonic() + 30, leaf_unstable=0, bounds="beta",
+                             branching=branching, check_cex=lambda x: prop.is_counterexample(x, net.forward(x)))
+            assert res.status in ("holds", "violated"), res.reason
+            assert (res.status == "violated") == truth
+            if res.status == "violated":
+                assert prop.is_counterexample(res.x, net.forward(res.x))
+            splits += res.stats.get("domains", 0) > 1
+    assert splits >= 3

@@ -1,17 +1,20 @@
-"""Branch and bound: input splitting (low-dimensional inputs) and ReLU splitting, Z3 at the leaves.
+"""Branch and bound: input splitting (low-dimensional inputs) and the helpers both searches share.
+
+ReLU splitting is :mod:`verify.relu_split`.
 
 Both searches process a *batch* of sub-problems per step with one vectorised bound
 computation (:func:`verify.bounds.compute_bounds`). A sub-problem is closed when for every
 output group some row has a lower bound above ``margin``. Open sub-problems first try the
 minimiser of their linear lower bound and their centre as counterexamples, then either go
 to Z3 (few unstable ReLUs left, or too deep) or are split: input boxes along the dimension
-with the largest ``|A_j| * width_j`` (the influence of that input on the bound, as in
-ReluVal's smear), ReLU domains on the unstable neuron with the largest relaxation area
-times its outgoing weight. Given unbounded time both are complete: the Z3 leaves are exact.
+whose trial split gains most on the worse half (or ReluVal's smear ``|A_j| * width_j``),
+ReLU domains on the neuron with the best BaBSR-style score. Given unbounded time both are
+complete: the Z3 leaves are exact, and an undecided leaf is retried, never the end.
 """
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +22,7 @@ import torch
 
 from . import smt
 from .alpha_crown import optimized_bounds
-from .bounds import TorchNet, compute_bounds, l2_ball
+from .bounds import TorchNet, compute_bounds
 from .spec import Term
 
 
@@ -144,14 +147,16 @@ def _find_violation(tn: TorchNet, pts: torch.Tensor, C: torch.Tensor, d: torch.T
 def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown", batch: int = 256,
                 margin: float = 1e-7, width_mix: float = 0.25, leaf_unstable: int = 0, max_depth: int = 80,
                 z3_timeout: float = 5.0, check_cex=None, backsub_depth: int | None = None, attack_steps: int = 6,
-                ball: tuple | None = None, bounds: str = "crown", split_rule: str = "trial", alpha_iters: int = 10
-                ) -> SearchResult:
+                ball: tuple | None = None, bounds: str = "crown", split_rule: str = "trial", alpha_iters: int = 10,
+                trial_method: str = "crown", trial_depth: int | None = 3) -> SearchResult:
     """Prove or refute one term by splitting its input box (complete with the Z3 leaves).
 
     ``bounds``: "crown", or "alpha" (boxes CROWN leaves open get alpha-CROWN bounds).
     ``split_rule``: "trial" (bound every box's two halves along each dimension, in one batch,
     and split where the worse half's bound gains most; the relatively widest dimension when
     no split gains) or "smear" (``|A_j| * width_j`` weighted by ``width_mix``, no trials).
+    ``trial_method``, ``trial_depth``: the bound method and back-substitution depth of the
+    trial halves.
 
     A Z3 leaf that stays undecided never ends the search: the box is split again and its
     halves get twice the Z3 time (``tries`` counts the attempts), so only a spent budget
@@ -164,12 +169,15 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
     stack = _BoxStack(torch.from_numpy(term.lo).reshape(1, -1), torch.from_numpy(term.hi).reshape(1, -1))
     n_boxes = n_z3 = n_retry = 0
     boundary = False  # a point within the float margin was seen: never "holds" then
+    deepest = 0
     while stack:
         if time.monotonic() > deadline:
             return SearchResult("unknown", reason=f"timeout with {len(stack)} open boxes after {n_boxes}",
-                                stats={"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry})
+                                stats={"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry,
+                                       "max_depth": deepest})
         lo, hi, depth, tries = stack.pop(batch)
         n_boxes += lo.shape[0]
+        deepest = max(deepest, int(depth.max()))
         bd = compute_bounds(tn, lo, hi, C, d, method, backsub_depth=backsub_depth, ball=ball)
         refuted = _group_status(bd.spec_lower, slices, margin)
         extra = _refute_conjunctions(bd, refuted, slices, lo, hi, margin)
@@ -197,6 +205,9 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
         unstable = sum(((l_[idx] < 0) & (u_[idx] > 0)).sum(1) for l_, u_ in zip(bd.lower, bd.upper))
         leaf = (unstable <= leaf_unstable) | (depth >= max_depth)
         for i in torch.nonzero(leaf).squeeze(1).tolist():
+            if time.monotonic() > deadline:
+                leaf[i:] = False  # no time left: the loop's deadline check reports the timeout
+                break
             n_z3 += 1
             res = _z3_leaf(tn, term, lo[i].numpy(), hi[i].numpy(), [l_[idx[i]].numpy() for l_ in bd.lower],
                            [u_[idx[i]].numpy() for u_ in bd.upper], refuted[idx[i]], margin,
@@ -218,13 +229,15 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
         if keep.numel() == 0:
             continue
         lo, hi, depth, tries, A, low = lo[keep], hi[keep], depth[keep], tries[keep], A[keep], low[keep]
+        c_lin = bd.spec_c[idx][keep]
         ref = refuted[idx][keep]
         if split_rule == "trial":
-            dim = _trial_dim(tn, lo, hi, C, d, slices, ref, low, w0, method, backsub_depth, ball)
+            parent = SimpleNamespace(spec_lower=low, spec_A=A, spec_c=c_lin)
+            dim = _trial_dim(tn, lo, hi, C, d, slices, ref, parent, w0, trial_method, trial_depth, ball)
         else:
             dim = _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix)
         stack.push_split(lo, hi, depth, tries, dim)
-    stats = {"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry}
+    stats = {"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry, "max_depth": deepest}
     if boundary:
         return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists",
                             stats=stats)
@@ -245,13 +258,23 @@ def _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix: float) -> torch.Tenso
     return _guard_dim(score, width, w0)
 
 
-def _box_value(spec_lower: torch.Tensor, slices, ref: torch.Tensor) -> torch.Tensor:
-    """(B,) the worst open group's best row bound (+inf when every group is refuted)."""
-    v = torch.stack([spec_lower[:, s].max(1).values for s in slices], 1)
+def _box_value(bd, slices, ref: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """(B,) the worst open group's bound (+inf when every group is refuted).
+
+    A group's bound is its best row's, or for a conjunction the better of that and the
+    combination of its rows (:func:`_combine_rows`).
+    """
+    vals = []
+    for s in slices:
+        v = bd.spec_lower[:, s].max(1).values
+        if s.stop - s.start > 1 and bd.spec_A is not None:
+            v = torch.maximum(v, _combine_rows(bd.spec_A[:, s], bd.spec_c[:, s], lo, hi, iters=10)[0])
+        vals.append(v)
+    v = torch.stack(vals, 1)
     return torch.where(ref, torch.full_like(v, torch.inf), v).min(1).values
 
 
-def _trial_dim(tn, lo, hi, C, d, slices, ref, low, w0, method, backsub_depth, ball) -> torch.Tensor:
+def _trial_dim(tn, lo, hi, C, d, slices, ref, parent_bd, w0, method, backsub_depth, ball) -> torch.Tensor:
     """The dimension whose split gains most on the worse half (one batched bound call for all trials).
 
     Gains of ~0 (or only zero-width dimensions) fall back to the relatively widest
@@ -269,23 +292,32 @@ def _trial_dim(tn, lo, hi, C, d, slices, ref, low, w0, method, backsub_depth, ba
     his = torch.cat([hi_l, hi_t]).reshape(-1, n0)
     bd = compute_bounds(tn, los, his, C, d, method, backsub_depth=backsub_depth, ball=ball)
     ref2 = ref.repeat(2, 1).repeat_interleave(n0, 0)
-    v = _box_value(bd.spec_lower, slices, ref2)
+    v = _box_value(bd, slices, ref2, los, his)
     v = torch.where(bd.infeasible, torch.full_like(v, torch.inf), v).reshape(2, K, n0)
-    parent = _box_value(low, slices, ref).unsqueeze(1)
+    parent = _box_value(parent_bd, slices, ref, lo, hi).unsqueeze(1)
     gain = torch.minimum(v[0], v[1]) - parent                    # (K, n0)
     gain = torch.where(gain > 1e-9 * (1 + parent.abs()), gain, torch.zeros_like(gain))
     return _guard_dim(gain.clamp(max=1e30), hi - lo, w0)
+
+
+ASPECT_CAP = 2.0 ** 6  # a split dimension is at most 6 halvings ahead of the relatively widest
 
 
 def _guard_dim(score: torch.Tensor, width: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
     """The best-scoring dimension, never a zero-width one; the relatively widest when no score is positive.
 
     Splitting a dimension of zero width (or one whose midpoint rounds to an end) would
-    produce a child equal to its parent and loop forever.
+    produce a child equal to its parent and loop forever. A dimension more than
+    ``ASPECT_CAP`` times narrower (relative to the root box) than the widest is not chosen
+    either: a score that keeps preferring one dimension would otherwise slice the box into
+    ever thinner slivers whose bounds never close; with the cap every box's diameter
+    shrinks as the depth grows, so the search stays complete.
     """
-    splittable = (width > 0) & ((width / w0) > 1e-12)
+    rel = width / w0
+    widest_rel = rel.amax(1, keepdim=True)
+    splittable = (width > 0) & (rel > 1e-12) & (rel * ASPECT_CAP >= widest_rel)
     score = torch.where(splittable, score, torch.full_like(score, -1.0))
-    widest = torch.where(splittable, width / w0, torch.full_like(width, -1.0)).argmax(1)
+    widest = rel.argmax(1)
     dim = score.argmax(1)
     flat = score.amax(1) <= 1e-30
     return torch.where(flat, widest, dim)
@@ -343,163 +375,3 @@ def _z3_leaf(tn, term, lo, hi, lower, upper, refuted, margin, timeout, check_cex
             # not the word "timeout": only a spent search budget is reported as one
             return SearchResult("unknown", reason="Z3 leaf undecided within its time limit")
     return SearchResult("holds")
-
-
-def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margin: float = 1e-7,
-               leaf_unstable: int = 12, z3_timeout: float = 2.0, check_cex=None, ball: tuple | None = None,
-               bounds: str = "beta", branching: str = "babsr", iters: int = 20) -> SearchResult:
-    """Prove or refute one term by splitting unstable ReLUs (for higher-dimensional inputs).
-
-    ``bounds``: "beta" (alpha/beta-CROWN per domain, :mod:`verify.alpha_crown`) or "crown".
-    ``branching``: "babsr" (the neuron whose upper relaxation costs the bound most:
-    ``|min(coef_h, 0)| * intercept``, needs ``bounds="beta"``) or "area" (relaxation area times
-    outgoing weight). Z3 leaves undecided in their time are retried with doubled time once
-    nothing else is open; only the deadline ends the search early.
-    """
-    if bounds not in ("beta", "crown") or branching not in ("babsr", "area"):
-        raise ValueError(f"bounds must be 'beta'/'crown' and branching 'babsr'/'area', got {bounds!r}, {branching!r}")
-    C, d, slices = _stack_groups(term)
-    lo0 = torch.from_numpy(term.lo).reshape(1, -1)
-    hi0 = torch.from_numpy(term.hi).reshape(1, -1)
-    sizes = [w.shape[0] for w in tn.W[:-1]]
-    domains = [[torch.zeros(1, n, dtype=torch.int8) for n in sizes]]
-    deferred: list[tuple] = []  # (lower, upper, phases, tries) of Z3 leaves undecided in their time
-    n_dom = n_z3 = n_retry = 0
-    boundary = False
-
-    def stats() -> dict:
-        return {"domains": n_dom, "z3_leaves": n_z3, "z3_retries": n_retry}
-
-    def leaf(lows, ups, ph, ref, tries) -> SearchResult:
-        return _z3_leaf(tn, term, term.lo, term.hi, [v.numpy() for v in lows], [v.numpy() for v in ups], ref,
-                        margin, min(z3_timeout * 2.0 ** tries, max(0.1, deadline - time.monotonic())), check_cex,
-                        [p.numpy() for p in ph], ball)
-
-    while domains or deferred:
-        if time.monotonic() > deadline:
-            left = sum(p[0].shape[0] for p in domains) + len(deferred)
-            return SearchResult("unknown", reason=f"timeout with {left} open ReLU domains after {n_dom}",
-                                stats=stats())
-        if not domains:
-            lows, ups, ph, ref, tries = deferred.pop(0)
-            n_retry += 1
-            res = leaf(lows, ups, ph, ref, tries)
-            if res.status == "violated":
-                res.stats = stats()
-                return res
-            if res.status == "unknown":
-                boundary |= res.reason.startswith("boundary")
-                if not res.reason.startswith("boundary"):
-                    deferred.append((lows, ups, ph, ref, tries + 1))
-            continue
-        phases = _pop_phases(domains, batch)
-        B = phases[0].shape[0]
-        n_dom += B
-        lo, hi = lo0.expand(B, -1), hi0.expand(B, -1)
-        bd = compute_bounds(tn, lo, hi, C, d, "crown", phases, ball=ball)
-        if bounds == "beta":
-            ob = optimized_bounds(tn, lo, hi, C, d, slices, phases, ball, iters=iters, base=bd, margin=margin)
-            refuted, A_g = ob.lower > margin, ob.A
-        else:
-            refuted = _group_status(bd.spec_lower, slices, margin)
-            _refute_conjunctions(bd, refuted, slices, lo, hi, margin)
-            A_g = torch.stack([bd.spec_A[torch.arange(B), bd.spec_lower[:, s].argmax(1) + s.start]
-                               for s in slices], 1)
-        open_ = ~(refuted.all(1) | bd.infeasible)
-        if not open_.any():
-            continue
-        idx = torch.nonzero(open_).squeeze(1)
-        x = _find_violation(tn, _corners(lo[idx], hi[idx], A_g[idx], ball), C, d, slices)
-        if x is not None and (check_cex is None or check_cex(x)):
-            return SearchResult("violated", x, stats=stats())
-        children = [[] for _ in sizes]
-        for i in idx.tolist():
-            lows = [l_[i] for l_ in bd.lower]
-            ups = [u_[i] for u_ in bd.upper]
-            ph = [p[i] for p in phases]
-            unst = [((l_ < 0) & (u_ > 0) & (p == 0)) for l_, u_, p in zip(lows, ups, ph)]
-            n_unst = int(sum(u.sum() for u in unst))
-            if n_unst <= leaf_unstable:
-                n_z3 += 1
-                res = leaf(lows, ups, ph, refuted[i], 0)
-                if res.status == "violated":
-                    res.stats = stats()
-                    return res
-                if res.status == "holds":
-                    continue
-                boundary |= res.reason.startswith("boundary")
-                if n_unst == 0:
-                    if not res.reason.startswith("boundary"):
-                        deferred.append((lows, ups, ph, refuted[i], 1))  # retried later with more time
-                    continue
-            if branching == "babsr" and bounds == "beta":
-                worst = int(torch.where(refuted[i], torch.inf, ob.lower[i]).argmin())
-                k, j = _babsr_choice(tn, lows, ups, unst, [ch[i, worst] for ch in ob.coef_h])
-            else:
-                k, j = _area_choice(tn, lows, ups, unst)
-            for sign in (1, -1):
-                child = [p.clone() for p in ph]
-                child[k][j] = sign
-                for layer in range(len(sizes)):
-                    children[layer].append(child[layer])
-        if children[0]:
-            domains.append([torch.stack(c) for c in children])
-    if boundary:
-        return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists",
-                            stats=stats())
-    return SearchResult("holds", stats=stats())
-
-
-def _corners(lo, hi, A_g, ball) -> torch.Tensor:
-    """Counterexample candidates per domain: the centre and each group's bound minimiser (B, 1 + G, n0)."""
-    cands = [(lo + hi) / 2] + [torch.where(A_g[:, g] > 0, lo, hi) for g in range(A_g.shape[1])]
-    if ball is not None:
-        # the minimiser over the ball: x0 - eps a / ||a||, clipped to the box
-        center, eps = l2_ball(ball)
-        for g in range(A_g.shape[1]):
-            a = A_g[:, g]
-            x = center - eps * (1 - 1e-12) * a / torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp(min=1e-30)
-            cands.append(torch.minimum(torch.maximum(x, lo), hi))
-    return torch.stack(cands, 1)
-
-
-def _babsr_choice(tn, lows, ups, unst, coef) -> tuple[int, int]:
-    """BaBSR-style: the free unstable neuron whose upper-relaxation intercept costs the bound most.
-
-    ``coef[k]`` is the back-substituted coefficient on ``h_k`` of the worst open group; a
-    negative coefficient uses the upper line ``u (z - l) / (u - l)``, whose intercept
-    ``-l u / (u - l)`` splitting removes. The area rule breaks ties (and zero scores).
-    """
-    best, best_k, best_j = -1.0, 0, 0
-    for k, (l_, u_, un) in enumerate(zip(lows, ups, unst)):
-        if not un.any():
-            continue
-        icpt = -l_ * u_ / (u_ - l_).clamp(min=1e-12)
-        score = (-coef[k]).clamp(min=0) * icpt + 1e-6 * icpt * tn.W[k + 1].abs().sum(0)
-        score = torch.where(un, score, torch.full_like(score, -1.0))
-        j = int(score.argmax())
-        if float(score[j]) > best:
-            best, best_k, best_j = float(score[j]), k, j
-    return best_k, best_j
-
-
-def _area_choice(tn, lows, ups, unst) -> tuple[int, int]:
-    """The unstable neuron with the largest relaxation area times its outgoing weight."""
-    best, best_k, best_j = -1.0, 0, 0
-    for k, (l_, u_, un) in enumerate(zip(lows, ups, unst)):
-        if not un.any():
-            continue
-        area = torch.where(un, -l_ * u_ / (u_ - l_).clamp(min=1e-12), torch.zeros_like(l_))
-        area = area * tn.W[k + 1].abs().sum(0)
-        j = int(area.argmax())
-        if float(area[j]) > best:
-            best, best_k, best_j = float(area[j]), k, j
-    return best_k, best_j
-
-
-def _pop_phases(domains, batch):
-    top = domains.pop()
-    if top[0].shape[0] > batch:
-        domains.append([p[batch:] for p in top])
-        top = [p[:batch] for p in top]
-    return top

@@ -17,6 +17,8 @@ import z3
 from .network import Network
 
 SAT, UNSAT, UNKNOWN = "sat", "unsat", "unknown"
+# L2 balls over at most this many inputs are encoded exactly (quadratic), wider ones by cuts
+QUADRATIC_MAX_DIM = 8
 
 
 def _q(v: float) -> z3.ArithRef:
@@ -93,15 +95,22 @@ def check_group(net: Network, lo: np.ndarray, hi: np.ndarray, C: np.ndarray, d: 
                 ) -> tuple[str, np.ndarray | None]:
     """Is there ``x`` in the box with ``C f(x) - d <= margin`` (all rows)? Returns (sat/unsat/unknown, x).
 
-    ``ball=("L2", center, eps)``: ``x`` must also lie in that ball. The ball is not encoded
-    as a quadratic constraint; Z3 solves the linear problem on the box and every model
-    outside the ball is cut off by the ball's tangent half-space at its projection (valid
-    for every point of the ball), so UNSAT stays a proof and SAT comes with a point of the
-    ball (its norm checked in float64).
+    ``ball=("L2", center, eps)``: ``x`` must also lie in that ball. Up to
+    ``QUADRATIC_MAX_DIM`` inputs the ball is a quadratic constraint. Wider ones are not
+    encoded: Z3 solves the linear problem on the box and every model outside the ball is cut
+    off by the ball's tangent half-space at its projection (valid for every point of the
+    ball), so UNSAT stays a proof. A SAT answer always comes with a point whose distance to
+    the centre is checked in float64 (a model whose rational value rounds outside is cut too).
     """
     s, xs, ys, _ = encode(net, lo, hi, lower, upper, phases, x_domain)
     for row, rhs in zip(C, d):
         s.add(_lin(row, ys, -rhs) <= _q(margin))
+    if ball is not None and len(xs) <= QUADRATIC_MAX_DIM:
+        # few inputs: the exact quadratic constraint (Z3's nonlinear arithmetic is complete);
+        # the float check below still confirms each model lies in the ball
+        _, center, eps = ball
+        center = np.asarray(center, dtype=np.float64).reshape(-1)
+        s.add(z3.Sum([(x - _q(c)) * (x - _q(c)) for x, c in zip(xs, center)]) <= _q(eps) * _q(eps))
     stop = time.monotonic() + timeout_s
     while True:
         s.set("timeout", max(1, int((stop - time.monotonic()) * 1000)))

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from .bounds import TorchNet, compute_bounds
-from .branch_and_bound import input_split, relu_split
+from .branch_and_bound import input_split
+from .relu_split import relu_split
 from .falsify import falsify_term
 from .network import Network
 from .spec import Property
