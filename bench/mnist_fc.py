@@ -65,8 +65,8 @@ def robustness_vnnlib(x: np.ndarray, label: int, eps: float, n_classes: int = 10
     lines += [f"(declare-const X_{i} Real)" for i in range(x.size)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(n_classes)]
     for i in range(x.size):
-        lines.append(f"(assert (<= X_{i} {hi[i]!r}))")
-        lines.append(f"(assert (>= X_{i} {lo[i]!r}))")
+        lines.append(f"(assert (<= X_{i} {float(hi[i])!r}))")
+        lines.append(f"(assert (>= X_{i} {float(lo[i])!r}))")
     alts = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(n_classes) if j != label)
     lines.append(f"(assert (or {alts}))")
     return "\n".join(lines) + "\n"
@@ -88,7 +88,8 @@ def main() -> None:
     out = Path(a.out_dir)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
-    train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    root = REPO.parent / "shared" / "datasets"
+    train, test = load_dataset("mnist", "train", root), load_dataset("mnist", "test", root)
     xtr, ytr = train.x.reshape(len(train), -1), train.y
     xte, yte = test.x.reshape(len(test), -1), test.y
     rows = []

@@ -147,23 +147,40 @@ def _find_violation(tn: TorchNet, pts: torch.Tensor, C: torch.Tensor, d: torch.T
 def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown", batch: int = 256,
                 margin: float = 1e-7, width_mix: float = 0.25, leaf_unstable: int = 0, max_depth: int = 80,
                 z3_timeout: float = 5.0, check_cex=None, backsub_depth: int | None = None, attack_steps: int = 6,
-                ball: tuple | None = None, bounds: str = "crown", split_rule: str = "trial", alpha_iters: int = 10,
-                trial_method: str = "crown", trial_depth: int | None = 3) -> SearchResult:
+                ball: tuple | None = None, bounds: str = "crown", split_rule: str = "portfolio", alpha_iters: int = 10,
+                trial_method: str = "crown", trial_depth: int | None = 3, trial_top: int | None = 2,
+                smear_share: float = 0.25) -> SearchResult:
     """Prove or refute one term by splitting its input box (complete with the Z3 leaves).
 
     ``bounds``: "crown", or "alpha" (boxes CROWN leaves open get alpha-CROWN bounds).
-    ``split_rule``: "trial" (bound every box's two halves along each dimension, in one batch,
+    ``split_rule``: "portfolio" (the smear for ``smear_share`` of the budget, then, if
+    undecided, a fresh search with trials), "trial" (bound every box's two halves along each dimension, in one batch,
     and split where the worse half's bound gains most; the relatively widest dimension when
     no split gains) or "smear" (``|A_j| * width_j`` weighted by ``width_mix``, no trials).
     ``trial_method``, ``trial_depth``: the bound method and back-substitution depth of the
-    trial halves.
+    trial halves; ``trial_top``: try only the smear's best dimensions (None: all).
 
     A Z3 leaf that stays undecided never ends the search: the box is split again and its
     halves get twice the Z3 time (``tries`` counts the attempts), so only a spent budget
     stops it (reported as a timeout).
     """
-    if bounds not in ("crown", "alpha") or split_rule not in ("trial", "smear"):
-        raise ValueError(f"bounds must be 'crown'/'alpha' and split_rule 'trial'/'smear', got {bounds!r}, {split_rule!r}")
+    if bounds not in ("crown", "alpha") or split_rule not in ("portfolio", "trial", "smear"):
+        raise ValueError(f"bounds must be 'crown'/'alpha' and split_rule 'portfolio'/'trial'/'smear', "
+                         f"got {bounds!r}, {split_rule!r}")
+    if split_rule == "portfolio":
+        # the smear is 2-3x cheaper per box and wins on many instances; the trial rule needs
+        # far fewer boxes on the hard ones: smear for a share of the budget, then trials
+        kw = dict(method=method, batch=batch, margin=margin, width_mix=width_mix, leaf_unstable=leaf_unstable,
+                  max_depth=max_depth, z3_timeout=z3_timeout, check_cex=check_cex, backsub_depth=backsub_depth,
+                  attack_steps=attack_steps, ball=ball, bounds=bounds, alpha_iters=alpha_iters,
+                  trial_method=trial_method, trial_depth=trial_depth, trial_top=trial_top)
+        now = time.monotonic()
+        first = input_split(tn, term, now + smear_share * max(0.0, deadline - now), split_rule="smear", **kw)
+        if first.status != "unknown" or not first.reason.startswith("timeout"):
+            return first
+        second = input_split(tn, term, deadline, split_rule="trial", **kw)
+        second.stats = {k: v + first.stats.get(k, 0) if k != "max_depth" else v for k, v in second.stats.items()}
+        return second
     C, d, slices = _stack_groups(term)
     w0 = torch.from_numpy(term.hi - term.lo).clamp(min=1e-30)
     stack = _BoxStack(torch.from_numpy(term.lo).reshape(1, -1), torch.from_numpy(term.hi).reshape(1, -1))
@@ -231,11 +248,13 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
         lo, hi, depth, tries, A, low = lo[keep], hi[keep], depth[keep], tries[keep], A[keep], low[keep]
         c_lin = bd.spec_c[idx][keep]
         ref = refuted[idx][keep]
+        prior = _smear_score(lo, hi, A, low, slices, ref, w0, width_mix)
         if split_rule == "trial":
             parent = SimpleNamespace(spec_lower=low, spec_A=A, spec_c=c_lin)
-            dim = _trial_dim(tn, lo, hi, C, d, slices, ref, parent, w0, trial_method, trial_depth, ball)
+            dim = _trial_dim(tn, lo, hi, C, d, slices, ref, parent, w0, trial_method, trial_depth, ball, prior,
+                             trial_top)
         else:
-            dim = _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix)
+            dim = _guard_dim(prior, hi - lo, w0)
         stack.push_split(lo, hi, depth, tries, dim)
     stats = {"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry, "max_depth": deepest}
     if boundary:
@@ -244,7 +263,7 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
     return SearchResult("holds", stats=stats)
 
 
-def _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix: float) -> torch.Tensor:
+def _smear_score(lo, hi, A, low, slices, ref, w0, width_mix: float) -> torch.Tensor:
     """ReluVal's smear: the dimension with the largest ``|A_j| * width_j`` of the open groups' best rows."""
     width = hi - lo
     score = torch.zeros_like(lo)
@@ -254,8 +273,7 @@ def _smear_dim(lo, hi, A, low, slices, ref, w0, width_mix: float) -> torch.Tenso
         score += torch.where(ref[:, g:g + 1], torch.zeros_like(a), a) * width
     # the bound's sensitivity alone can starve a wide dimension whose effect hides in the
     # ReLU relaxations; weighting by the relative width keeps every dimension shrinking
-    score = (score + 1e-30) * (width / w0) ** width_mix
-    return _guard_dim(score, width, w0)
+    return (score + 1e-30) * (width / w0) ** width_mix
 
 
 def _box_value(bd, slices, ref: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -274,30 +292,45 @@ def _box_value(bd, slices, ref: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
     return torch.where(ref, torch.full_like(v, torch.inf), v).min(1).values
 
 
-def _trial_dim(tn, lo, hi, C, d, slices, ref, parent_bd, w0, method, backsub_depth, ball) -> torch.Tensor:
+def _trial_dim(tn, lo, hi, C, d, slices, ref, parent_bd, w0, method, backsub_depth, ball, prior: torch.Tensor,
+               top: int | None) -> torch.Tensor:
     """The dimension whose split gains most on the worse half (one batched bound call for all trials).
 
-    Gains of ~0 (or only zero-width dimensions) fall back to the relatively widest
-    dimension, so every split makes progress.
+    ``prior`` (K, n0): a cheap score (the smear); with ``top`` only its ``top`` best dimensions
+    are tried. Gains of ~0 fall back to the prior's choice (guarded like every choice: never
+    a zero-width or over-thin dimension), so every split makes progress.
     """
     K, n0 = lo.shape
-    rows = torch.arange(n0)
-    mid = (lo + hi) / 2                                          # (K, n0)
-    lo_t = lo.unsqueeze(1).expand(K, n0, n0).clone()             # [box, dim split, input]
-    hi_t = hi.unsqueeze(1).expand(K, n0, n0).clone()
+    k = n0 if top is None else min(top, n0)
+    # candidates: the prior's best among the dimensions the guard allows
+    allowed = _guard_mask(hi - lo, w0)
+    cand = torch.where(allowed, prior, torch.full_like(prior, -1.0)).topk(k, dim=1).indices   # (K, k)
+    rows = torch.arange(K).unsqueeze(1).expand(K, k)
+    slot = torch.arange(k).unsqueeze(0).expand(K, k)
+    mid = ((lo + hi) / 2).gather(1, cand)                        # (K, k)
+    lo_t = lo.unsqueeze(1).expand(K, k, n0).clone()              # [box, trial, input]
+    hi_t = hi.unsqueeze(1).expand(K, k, n0).clone()
     hi_l, lo_r = hi_t.clone(), lo_t.clone()
-    hi_l[:, rows, rows] = mid
-    lo_r[:, rows, rows] = mid
+    hi_l[rows, slot, cand] = mid
+    lo_r[rows, slot, cand] = mid
     los = torch.cat([lo_t, lo_r]).reshape(-1, n0)
     his = torch.cat([hi_l, hi_t]).reshape(-1, n0)
     bd = compute_bounds(tn, los, his, C, d, method, backsub_depth=backsub_depth, ball=ball)
-    ref2 = ref.repeat(2, 1).repeat_interleave(n0, 0)
+    ref2 = ref.repeat(2, 1).repeat_interleave(k, 0)
     v = _box_value(bd, slices, ref2, los, his)
-    v = torch.where(bd.infeasible, torch.full_like(v, torch.inf), v).reshape(2, K, n0)
+    v = torch.where(bd.infeasible, torch.full_like(v, torch.inf), v).reshape(2, K, k)
     parent = _box_value(parent_bd, slices, ref, lo, hi).unsqueeze(1)
-    gain = torch.minimum(v[0], v[1]) - parent                    # (K, n0)
+    gain = torch.minimum(v[0], v[1]) - parent                    # (K, k)
     gain = torch.where(gain > 1e-9 * (1 + parent.abs()), gain, torch.zeros_like(gain))
-    return _guard_dim(gain.clamp(max=1e30), hi - lo, w0)
+    gain = torch.where(allowed.gather(1, cand), gain.clamp(max=1e30), torch.zeros_like(gain))
+    best = cand.gather(1, gain.argmax(1, keepdim=True)).squeeze(1)
+    return torch.where(gain.amax(1) > 0, best, _guard_dim(prior, hi - lo, w0))
+
+
+def _guard_mask(width: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+    """Dimensions that may be split: non-zero width, not ``ASPECT_CAP`` times thinner than the widest."""
+    rel = width / w0
+    return (width > 0) & (rel > 1e-12) & (rel * ASPECT_CAP >= rel.amax(1, keepdim=True))
 
 
 ASPECT_CAP = 2.0 ** 6  # a split dimension is at most 6 halvings ahead of the relatively widest
@@ -314,9 +347,7 @@ def _guard_dim(score: torch.Tensor, width: torch.Tensor, w0: torch.Tensor) -> to
     shrinks as the depth grows, so the search stays complete.
     """
     rel = width / w0
-    widest_rel = rel.amax(1, keepdim=True)
-    splittable = (width > 0) & (rel > 1e-12) & (rel * ASPECT_CAP >= widest_rel)
-    score = torch.where(splittable, score, torch.full_like(score, -1.0))
+    score = torch.where(_guard_mask(width, w0), score, torch.full_like(score, -1.0))
     widest = rel.argmax(1)
     dim = score.argmax(1)
     flat = score.amax(1) <= 1e-30

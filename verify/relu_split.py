@@ -81,6 +81,8 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
             return SearchResult("violated", x, stats=stats())
         children = [[] for _ in sizes]
         for i in idx.tolist():
+            if time.monotonic() > deadline:
+                break  # the loop's deadline check reports the timeout (open domains are not lost silently)
             lows = [l_[i] for l_ in bd.lower]
             ups = [u_[i] for u_ in bd.upper]
             ph = [p[i] for p in phases]
