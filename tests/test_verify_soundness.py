@@ -252,7 +252,7 @@ def test_beta_crown_relu_splitting_matches_enumeration(branching):
     from verify.relu_split import relu_split
 
     splits = 0
-    for net, prop in list(_tight_cases(4, seed=2)) + list(_random_cases(4, seed=4)):
+    for net, prop in list(_tight_cases(6, seed=2)) + list(_random_cases(2, seed=4)):
         truth = _exhaustive_property(net, prop)
         for term in prop.terms:
             res = relu_split(TorchNet(net), term, time.monotonic() + 30, leaf_unstable=0, bounds="beta",
