@@ -30,7 +30,7 @@ def test_margin_bounds_are_ordered_sound_and_differentiable():
 
 
 def test_eps_ramp_schedule():
-    loss = CertifiedLoss("crown_ibp", eps=0.1, num_classes=10, warmup=0.1, ramp=0.5, kappa_end=0.0)
+    loss = CertifiedLoss("crown_ibp", eps=0.1, num_classes=10, warmup=0.1, ramp=0.5, kappa=(1.0, 0.0))
     assert loss.schedule(0, 100) == (0.0, 1.0, 1.0)           # warm-up: clean, eps 0
     eps, kappa, beta = loss.schedule(35, 100)                 # half way up the ramp
     assert eps == pytest.approx(0.05) and kappa == pytest.approx(0.5) and beta == pytest.approx(0.5)

@@ -144,8 +144,8 @@ class CertifiedLoss:
     """``kappa CE(clean) + (1 - kappa) CE(-margin bounds)`` with the usual schedule over the training steps.
 
     Warm-up (``warmup`` share of the steps) trains clean at eps 0; over the next ``ramp`` share eps
-    grows linearly to ``eps``, kappa from ``kappa_start`` to ``kappa_end`` and (CROWN-IBP) the
-    CROWN-IBP weight beta from ``beta_start`` to ``beta_end``; the rest trains at the final values.
+    grows linearly to ``eps`` while kappa and (CROWN-IBP) the CROWN-IBP weight beta move linearly
+    from the first to the second value of their (start, end) pairs; the rest trains at the end values.
     """
 
     method: str
@@ -153,19 +153,14 @@ class CertifiedLoss:
     num_classes: int
     warmup: float = 0.1
     ramp: float = 0.5
-    kappa_start: float = 1.0
-    kappa_end: float = 0.5
-    beta_start: float = 1.0
-    beta_end: float = 0.0
-    train_eps_factor: float = 1.0  # Gowal et al. train at a slightly larger eps than they test at
+    kappa: tuple[float, float] = (1.0, 0.5)   # Gowal et al.: clean weight 1 -> 0.5
+    beta: tuple[float, float] = (1.0, 0.0)    # Zhang et al.: CROWN-IBP share 1 -> 0
 
     def schedule(self, step: int, total: int) -> tuple[float, float, float]:
         """``(eps, kappa, beta)`` at ``step`` of ``total``."""
         r = min(max((step / max(total, 1) - self.warmup) / max(self.ramp, 1e-12), 0.0), 1.0)
-        eps = self.eps * self.train_eps_factor * r
-        kappa = self.kappa_start + (self.kappa_end - self.kappa_start) * r
-        beta = self.beta_start + (self.beta_end - self.beta_start) * r
-        return eps, kappa, beta
+        return (self.eps * r, self.kappa[0] + (self.kappa[1] - self.kappa[0]) * r,
+                self.beta[0] + (self.beta[1] - self.beta[0]) * r)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int, total: int) -> torch.Tensor:
         """The training loss of one batch at ``step`` of ``total``."""

@@ -127,7 +127,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     model = ctx.load_model().float().eval()
     start = time.perf_counter()
     metrics = certify(model, data.x, data.y, threat, timeout=tc.timeout,
-                      method=tc.method, workers=tc.workers, seed=cfg.seed, net=_onnx_network(cfg))
+                      method=tc.method, workers=tc.workers, seed=cfg.seed, net=_onnx_network(cfg), falsify=tc.falsify)
     if tc.pgd_steps:
         metrics["pgd_acc"] = pgd_check(model, data.x, data.y, threat, metrics["statuses"], tc.pgd_steps, seed=cfg.seed)
     config = ctx.run_config("dataset", "model", "defense", "threat", "task", "seed")

@@ -18,7 +18,7 @@ from rbl_core.training import train_classifier
 from robustbench_local.zoo.recipes import Recipe, register_recipe
 from verify.certified_training import CertifiedLoss
 
-_LOSS_KEYS = ("method", "eps", "warmup", "ramp", "kappa_end", "train_eps_factor")
+_LOSS_KEYS = ("method", "eps", "warmup", "ramp")
 _HERE = "robustbench_local.zoo.recipes_certified:train_certified"
 
 
@@ -27,7 +27,8 @@ def train_certified(recipe: Any, train: Any) -> nn.Module:
     torch.manual_seed(recipe.seed)
     model = build(recipe.architecture, train.input_shape, train.num_classes)
     params = dict(recipe.params)
-    loss = CertifiedLoss(num_classes=train.num_classes, **{k: params.pop(k) for k in _LOSS_KEYS if k in params})
+    loss = CertifiedLoss(num_classes=train.num_classes, kappa=(1.0, params.pop("kappa_end")),
+                         **{k: params.pop(k) for k in _LOSS_KEYS})
     return train_classifier(model, train, seed=recipe.seed, loss_fn=loss, **params)
 
 
