@@ -1,8 +1,8 @@
-"""Training loops for zoo models: plain ERM and PGD adversarial training (Linf or L2)."""
+"""Training loops for zoo models: plain ERM, PGD adversarial training (Linf or L2) or a caller's loss."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,9 @@ from tqdm.auto import tqdm
 
 from rbl_core.data import DataSplit
 from rbl_core.threat import Norm, ThreatModel
+
+# (model, x, y, step, total_steps) -> loss: a training objective with its own schedule (e.g. certified training)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 
 
 @contextmanager
@@ -110,17 +113,20 @@ def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> t
 def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: float, batch_size: int, seed: int,
                      adversarial: str | None = None, eps: float = 0.0, steps: int = 7, optimizer: str = "adam",
                      schedule: str = "onecycle", weight_decay: float = 0.0, augment: bool = False,
-                     progress: bool = True) -> nn.Module:
-    """Train ``model`` by ERM, or by PGD adversarial training when ``adversarial`` is "Linf" or "L2"."""
+                     progress: bool = True, loss_fn: LossFn | None = None) -> nn.Module:
+    """Train ``model`` by ERM, by PGD adversarial training when ``adversarial`` is "Linf" or "L2", or on ``loss_fn``."""
+    if loss_fn is not None and adversarial:
+        raise ValueError("give either adversarial (PGD training) or loss_fn, not both")
     with deterministic_training():
         return _train_classifier(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                  adversarial=adversarial, eps=eps, steps=steps, optimizer=optimizer,
-                                 schedule=schedule, weight_decay=weight_decay, augment=augment, progress=progress)
+                                 schedule=schedule, weight_decay=weight_decay, augment=augment, progress=progress,
+                                 loss_fn=loss_fn)
 
 
 def _train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: float, batch_size: int, seed: int,
                       adversarial: str | None, eps: float, steps: int, optimizer: str, schedule: str,
-                      weight_decay: float, augment: bool, progress: bool) -> nn.Module:
+                      weight_decay: float, augment: bool, progress: bool, loss_fn: LossFn | None = None) -> nn.Module:
     # The loop of train_classifier, run under deterministic_training().
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -130,6 +136,7 @@ def _train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: fl
     sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
              if schedule == "onecycle" else None)
     flip = train.x.shape[1] == 3
+    step, total = 0, epochs * steps_per_epoch
     bar = tqdm(range(epochs), desc=f"train {train.name}", disable=None if progress else True, leave=False)  # None: off when not a terminal
     for epoch in bar:
         model.train()
@@ -141,7 +148,8 @@ def _train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: fl
                 model.eval()
                 x = pgd_perturb(model, x, y, threat, steps=steps, generator=gen)
                 model.train()
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y, step, total)
+            step += 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -45,14 +45,14 @@ def test_unsupported_onnx_op_is_named(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((3, 2), dtype=np.float32), "W")
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Sigmoid", ["h"], ["y"], name="act")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Softplus", ["h"], ["y"], name="act")]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
-    path = tmp_path / "sig.onnx"
+    path = tmp_path / "softplus.onnx"
     import onnx
 
     onnx.save(helper.make_model(g), str(path))
-    with pytest.raises(UnsupportedOperationError, match="'Sigmoid'"):
+    with pytest.raises(UnsupportedOperationError, match="'Softplus'"):
         load_onnx(path)
     with pytest.raises(FileNotFoundError):
         load_onnx(tmp_path / "missing.onnx")

@@ -41,11 +41,11 @@ def test_torch_conv_batchnorm_normalisation_fold_into_dense_layers():
 
 
 def test_unsupported_torch_modules_are_named():
-    with pytest.raises(UnsupportedOperationError, match="MaxPool2d"):
-        from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3)),
-                   (1, 8, 8))
-    with pytest.raises(UnsupportedOperationError, match="Sigmoid"):
-        from_torch(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Sigmoid()), (4,))
+    with pytest.raises(UnsupportedOperationError, match="MaxPool1d"):
+        from_torch(nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Unflatten(1, (1, 4)), nn.MaxPool1d(2),
+                                 nn.Flatten()), (4,))
+    with pytest.raises(UnsupportedOperationError, match="GELU"):
+        from_torch(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.GELU()), (4,))
     bn = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
     net = from_torch(bn, (4,))  # the inference function (running statistics) is what is verified
     assert bn.training and net.num_layers == 1

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .network import Network
+from .s_shaped import activate, relax_s_shaped
 
 SLACK = 1e-9
 
@@ -32,6 +33,7 @@ class TorchNet:
         self.W = [torch.from_numpy(w) for w in net.weights]
         self.b = [torch.from_numpy(b) for b in net.biases]
         self.L = len(self.W)
+        self.act = list(net.nonlinearities)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Concrete forward pass on ``(B, n0)``."""
@@ -39,7 +41,7 @@ class TorchNet:
         for i in range(self.L):
             h = h @ self.W[i].T + self.b[i]
             if i < self.L - 1:
-                h = torch.relu(h)
+                h = activate(self.act[i], h)
         return h
 
 
@@ -72,6 +74,11 @@ def _relax(lo: torch.Tensor, up: torch.Tensor):
     tu = torch.where(unstable, -lo * su, torch.zeros_like(lo))
     al = torch.where(unstable, (up > -lo).to(lo.dtype), active.to(lo.dtype))
     return su, tu, al
+
+
+def _relax_layer(act: str, lo: torch.Tensor, up: torch.Tensor):
+    """The layer's relaxation: ReLU as (su, tu, al), Sigmoid/Tanh with a lower intercept as (su, tu, al, tl)."""
+    return _relax(lo, up) if act == "relu" else relax_s_shaped(act, lo, up, SLACK)
 
 
 def _concretize(A: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, ball=None) -> torch.Tensor:
@@ -115,9 +122,11 @@ def _backward_hidden(tn: TorchNet, lam: torch.Tensor, const: torch.Tensor, k: in
     """
     stop = -1 if depth is None else max(-1, k - depth)
     for i in range(k, stop, -1):
-        su, tu, al = relax[i]
+        su, tu, al = relax[i][:3]
         neg = lam.clamp(max=0)
         const = const + (neg @ tu.unsqueeze(-1)).squeeze(-1)
+        if len(relax[i]) > 3:  # Sigmoid/Tanh: the lower line has an intercept too
+            const = const + (lam.clamp(min=0) @ relax[i][3].unsqueeze(-1)).squeeze(-1)
         # lam * al where lam > 0, lam * su where lam < 0
         lam = lam * al.unsqueeze(1) + neg * (su - al).unsqueeze(1)
         const = const + lam @ tn.b[i]
@@ -156,10 +165,12 @@ def _symbolic_layer(tn: TorchNet, k, sym_l, sym_u, h_lo, h_hi, lo, hi, ball=None
 def _symbolic_relu(eqs, rel):
     """Forward symbolic equations of h_k = ReLU(z_k) given z_k's equations and relaxation."""
     eq_l, eq_u = eqs
-    su, tu, al = rel
+    su, tu, al = rel[:3]
     new_l = eq_l * al.unsqueeze(-1)
     new_u = eq_u * su.unsqueeze(-1)
     new_u[..., -1] += tu
+    if len(rel) > 3:  # slopes are >= 0 for every supported activation, so eq_l stays a lower bound
+        new_l[..., -1] += rel[3]
     return new_l, new_u
 
 
@@ -202,7 +213,8 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
             # cheap candidates first (symbolic forward), then back-substitution only for the
             # neurons those leave unstable: stable neurons cannot get a better relaxation
             z_lo, z_hi, eqs = _symbolic_layer(tn, k, sym_l, sym_u, h_lo, h_hi, lo, hi, ball)
-            unstable = (z_lo < 0) & (z_hi > 0)
+            # a Sigmoid/Tanh relaxation tightens with every neuron's interval, a ReLU's only when unstable
+            unstable = (z_lo < 0) & (z_hi > 0) if tn.act[k] == "relu" else torch.ones_like(z_lo, dtype=torch.bool)
             K = int(unstable.sum(1).max())
             if K:
                 idx = torch.topk(unstable.to(lo.dtype), K, dim=1).indices        # (B, K)
@@ -214,7 +226,7 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
                 z_lo = z_lo.scatter(1, idx, torch.maximum(z_lo.gather(1, idx), both[:, :K]))
                 z_hi = z_hi.scatter(1, idx, torch.minimum(z_hi.gather(1, idx), -both[:, K:]))
         z_lo, z_hi = _widen(z_lo, z_hi)
-        if phases is not None:
+        if phases is not None and tn.act[k] == "relu":
             ph = phases[k]
             z_lo = torch.where(ph > 0, z_lo.clamp(min=0), z_lo)
             z_hi = torch.where(ph < 0, z_hi.clamp(max=0), z_hi)
@@ -222,11 +234,11 @@ def compute_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.Te
             z_hi = torch.maximum(z_hi, z_lo)
         lowers.append(z_lo)
         uppers.append(z_hi)
-        relax.append(_relax(z_lo, z_hi))
+        relax.append(_relax_layer(tn.act[k], z_lo, z_hi))
         if method != "interval":
             sym_l, sym_u = _symbolic_relu(eqs if k else _symbolic_eqs(tn, 0, None, None), relax[-1])
             syms.append((sym_l, sym_u))
-        h_lo, h_hi = z_lo.clamp(min=0), z_hi.clamp(min=0)
+        h_lo, h_hi = activate(tn.act[k], z_lo), activate(tn.act[k], z_hi)  # every activation is monotone
     Cb = C if C.dim() == 3 else C.unsqueeze(0)
     db = d if d.dim() == 2 else d.unsqueeze(0)
     if method == "interval":

@@ -39,7 +39,7 @@ import z3
 
 from . import smt
 from .bounds import TorchNet, compute_bounds
-from .network import Network
+from .network import Network, UnsupportedOperationError
 
 
 @dataclass
@@ -207,6 +207,8 @@ def dlv(net: Network, x: np.ndarray, label: int | None = None, config: DLVConfig
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if x.shape[0] != net.input_dim:
         raise ValueError(f"input has {x.shape[0]} features, network expects {net.input_dim}")
+    if not net.piecewise_linear:
+        raise UnsupportedOperationError(f"DLV's Z3 search needs a ReLU network; {net.name} has {net.nonlinearities}")
     if label is None:
         label = int(np.argmax(net.forward(x)))
     dims = select_features(net, x, label, 0, cfg.num_features, cfg.heuristic)

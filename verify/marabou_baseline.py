@@ -18,7 +18,7 @@ from .spec import Property
 
 
 def network_to_onnx(net: Network, path: str | Path) -> Path:
-    """Write the IR network as an ONNX graph of MatMul/Add/Relu (float32 weights)."""
+    """Write the IR network as an ONNX graph of MatMul/Add/Relu (or Sigmoid/Tanh; float32 weights)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -31,7 +31,8 @@ def network_to_onnx(net: Network, path: str | Path) -> Path:
         nodes.append(helper.make_node("Add", [f"mm{i}", f"B{i}"], [f"z{i}"]))
         cur = f"z{i}"
         if i < net.num_layers - 1:
-            nodes.append(helper.make_node("Relu", [cur], [f"h{i}"]))
+            op = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[net.nonlinearities[i]]
+            nodes.append(helper.make_node(op, [cur], [f"h{i}"]))
             cur = f"h{i}"
     nodes.append(helper.make_node("Identity", [cur], ["output"]))
     graph = helper.make_graph(nodes, net.name, [helper.make_tensor_value_info("input", TensorProto.FLOAT,
@@ -46,7 +47,8 @@ def network_to_onnx(net: Network, path: str | Path) -> Path:
 def float32_network(net: Network) -> Network:
     """The same network with weights rounded to float32 (what an ONNX export computes)."""
     return Network([w.astype(np.float32).astype(np.float64) for w in net.weights],
-                   [b.astype(np.float32).astype(np.float64) for b in net.biases], net.input_shape, net.name)
+                   [b.astype(np.float32).astype(np.float64) for b in net.biases], net.input_shape, net.name,
+                   nonlinearities=net.nonlinearities)
 
 
 def marabou_solve(onnx_path: str | Path, prop: Property, timeout: float = 60.0) -> dict:

@@ -1,4 +1,4 @@
-"""A small layer IR for verification: affine layers with ReLU between them.
+"""A small layer IR for verification: affine layers with an activation (ReLU, Sigmoid or Tanh) between them.
 
 Every supported network (torch module or ONNX graph) is reduced to
 ``x -> W_1 x + b_1 -> ReLU -> ... -> W_L h + b_L`` on the flattened input. Consecutive
@@ -6,6 +6,9 @@ affine operations (normalisation, Conv, BatchNorm, Flatten, Linear) are composed
 dense matrix, so BatchNorm is folded into the previous layer automatically. Weights are
 kept in float64: the bounds and the SMT encoding reason about the exact real-valued
 network those weights define (float32 weights are exactly representable in float64).
+Non-affine pooling and skip connections are rewritten into affine + ReLU layers by the
+importers (:mod:`verify.layer_cut`); Sigmoid/Tanh layers are bounded by linear relaxations
+only, so a network with them is never handed to the exact (piecewise-linear) Z3 encoding.
 """
 from __future__ import annotations
 
@@ -18,15 +21,28 @@ class UnsupportedOperationError(ValueError):
     """Raised when a network contains an operation the verifier cannot encode."""
 
 
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+_NUMPY_ACT = {"relu": lambda z: np.maximum(z, 0.0), "tanh": np.tanh,
+              # exp of a non-positive argument only: no overflow warnings for large |z|
+              "sigmoid": lambda z: np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
+                                            np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))}
+
+
+def apply_activation(name: str, z: np.ndarray) -> np.ndarray:
+    """The activation ``name`` (one of ACTIVATIONS) applied elementwise in float64."""
+    return _NUMPY_ACT[name](z)
+
+
 @dataclass
 class Network:
-    """Affine layers ``weights[i] @ h + biases[i]``; ReLU after every layer but the last."""
+    """Affine layers ``weights[i] @ h + biases[i]``; ``nonlinearities[i]`` (default ReLU) after every layer but the last."""
 
     weights: list[np.ndarray]
     biases: list[np.ndarray]
     input_shape: tuple[int, ...] = ()
     name: str = "network"
     meta: dict = field(default_factory=dict)
+    nonlinearities: list[str] | None = None
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.biases) or not self.weights:
@@ -39,6 +55,11 @@ class Network:
             if i and w.shape[1] != self.weights[i - 1].shape[0]:
                 raise ValueError(
                     f"layer {i}: expects {w.shape[1]} inputs but layer {i - 1} has {self.weights[i - 1].shape[0]} outputs")
+        self.nonlinearities = list(self.nonlinearities) if self.nonlinearities is not None else \
+            ["relu"] * (len(self.weights) - 1)
+        if len(self.nonlinearities) != len(self.weights) - 1 or set(self.nonlinearities) - set(ACTIVATIONS):
+            raise ValueError(f"nonlinearities must be {len(self.weights) - 1} of {ACTIVATIONS}, "
+                             f"got {self.nonlinearities}")
         if not self.input_shape:
             self.input_shape = (self.input_dim,)
         if int(np.prod(self.input_shape)) != self.input_dim:
@@ -60,6 +81,11 @@ class Network:
         return len(self.weights)
 
     @property
+    def piecewise_linear(self) -> bool:
+        """True iff every activation is a ReLU (then the exact Z3 encoding and ReLU splitting apply)."""
+        return all(a == "relu" for a in self.nonlinearities)
+
+    @property
     def hidden_sizes(self) -> list[int]:
         """Widths of the ReLU layers."""
         return [w.shape[0] for w in self.weights[:-1]]
@@ -74,7 +100,7 @@ class Network:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w.T + b
             if i < self.num_layers - 1:
-                h = np.maximum(h, 0.0)
+                h = apply_activation(self.nonlinearities[i], h)
         return h[0] if single else h
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
@@ -84,7 +110,7 @@ class Network:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             z = h @ w.T + b
             pre.append(z)
-            h = np.maximum(z, 0.0) if i < self.num_layers - 1 else z
+            h = apply_activation(self.nonlinearities[i], z) if i < self.num_layers - 1 else z
         return pre
 
     def suffix(self, start: int) -> "Network":
@@ -92,7 +118,8 @@ class Network:
         if not 0 <= start < self.num_layers:
             raise ValueError(f"start layer {start} outside 0..{self.num_layers - 1}")
         shape = self.input_shape if start == 0 else (self.weights[start].shape[1],)
-        return Network(self.weights[start:], self.biases[start:], shape, f"{self.name}[{start}:]")
+        return Network(self.weights[start:], self.biases[start:], shape, f"{self.name}[{start}:]",
+                       nonlinearities=self.nonlinearities[start:])
 
     def to_torch(self):
         """A float64 ``torch.nn.Sequential`` computing the same function (for gradients / PGD)."""
@@ -107,7 +134,7 @@ class Network:
                 lin.bias.copy_(torch.from_numpy(b))
             mods.append(lin)
             if i < self.num_layers - 1:
-                mods.append(nn.ReLU())
+                mods.append({"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[self.nonlinearities[i]]())
         return nn.Sequential(*mods).eval()
 
 

@@ -1,11 +1,13 @@
 """Read an ONNX file into the verification IR (:class:`verify.network.Network`).
 
-The graph between two ReLUs must be affine. Instead of pattern-matching layers we evaluate
-it on a batch of *points* ``0, e_1, ..., e_n`` of the previous ReLU's output (or the network
+The graph between two activations must be affine. Instead of pattern-matching layers we evaluate
+it on a batch of *points* ``0, e_1, ..., e_n`` of the previous activation's output (or the network
 input): an affine map ``g`` is fixed by ``g(0)`` and ``g(e_i) - g(0)``. Every tensor that
-depends on the input therefore carries a leading point axis; constants do not. Ops whose
-result would not be affine (Mul of two input-dependent tensors, Sigmoid, MaxPool, ...)
-raise :class:`UnsupportedOperationError` naming the op and node.
+depends on the input therefore carries a leading point axis; constants do not. Relu, Sigmoid
+and Tanh cut the graph into layers (:mod:`verify.layer_cut`), carrying residual branches
+through ReLU layers; MaxPool becomes exact ReLU layers. Ops whose result would not be affine
+otherwise (Mul of two input-dependent tensors, Softmax, ...) raise
+:class:`UnsupportedOperationError` naming the op and node.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .layer_cut import LayerBuilder, affine_of, max_reduce, pool_windows
 from .network import Network, UnsupportedOperationError
 
-SUPPORTED_OPS = ("Add", "Sub", "Mul", "Div", "Neg", "MatMul", "Gemm", "Relu", "Flatten", "Reshape", "Conv",
-                 "BatchNormalization", "Transpose", "Identity", "Dropout", "Constant", "Shape", "Gather",
-                 "Unsqueeze", "Squeeze", "Concat", "Cast")
+SUPPORTED_OPS = ("Add", "Sub", "Mul", "Div", "Neg", "MatMul", "Gemm", "Relu", "Sigmoid", "Tanh", "Flatten",
+                 "Reshape", "Conv", "BatchNormalization", "Transpose", "Identity", "Dropout", "Constant", "Shape",
+                 "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "MaxPool", "AveragePool", "GlobalAveragePool")
+_ACT_OPS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 
 
 class _Sym:
@@ -44,12 +48,32 @@ def _basis(shape: tuple[int, ...]) -> _Sym:
 
 
 def _affine_from(sym: _Sym, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-    flat = sym.pts.reshape(sym.pts.shape[0], -1)
-    if flat.shape[0] != n_in + 1:
+    if sym.pts.shape[0] != n_in + 1:
         raise AssertionError("point batch size mismatch")
-    b = flat[0]
-    w = (flat[1:] - b).T
-    return w, b
+    return affine_of(sym.pts)
+
+
+def _pool_attrs(op: str, at: dict) -> tuple[tuple[int, int], tuple[int, int], list[int]]:
+    kernel = tuple(int(k) for k in at["kernel_shape"])
+    if len(kernel) != 2:
+        raise UnsupportedOperationError(f"ONNX op '{op}' with a {len(kernel)}-d kernel is not supported")
+    if at.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or at.get("ceil_mode", 0) \
+            or any(d != 1 for d in at.get("dilations", [1, 1])):
+        raise UnsupportedOperationError(f"ONNX op '{op}' with auto_pad, ceil_mode or dilations is not supported")
+    return kernel, tuple(int(s) for s in at.get("strides", [1, 1])), [int(p) for p in at.get("pads", [0, 0, 0, 0])]
+
+
+def _avg_pool(x: np.ndarray, at: dict) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    kernel, stride, pads = _pool_attrs("AveragePool", at)
+    if pads[0] != pads[2] or pads[1] != pads[3]:
+        raise UnsupportedOperationError("ONNX op 'AveragePool' with asymmetric pads is not supported")
+    lead = x.shape[:-3]
+    xt = torch.from_numpy(np.ascontiguousarray(x.reshape((-1,) + x.shape[-3:]), dtype=np.float64))
+    out = F.avg_pool2d(xt, kernel, stride, (pads[0], pads[1]), count_include_pad=bool(at.get("count_include_pad", 0)))
+    return out.numpy().reshape(lead + tuple(out.shape[1:]))
 
 
 def _resolve_shape(target, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -81,14 +105,17 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, at: dict) -> np.nd
     return out.numpy().reshape(lead + tuple(out.shape[1:]))
 
 
+_STALE = None  # the value of a tensor left behind in an old basis (no later node reads it)
+
+
 class _Importer:
     def __init__(self, model, name: str):
         self.model = model
         self.name = name
         self.env: dict[str, object] = {}
-        self.weights: list[np.ndarray] = []
-        self.biases: list[np.ndarray] = []
-        self.n_base = 0
+        self.layers = LayerBuilder(0)
+        self.used_after: list[set[str]] = []
+        self.i = 0
 
     def run(self) -> Network:
         from onnx import numpy_helper
@@ -102,20 +129,42 @@ class _Importer:
         dims = [d.dim_value if d.dim_value > 0 else 1 for d in inputs[0].type.tensor_type.shape.dim]
         in_shape = tuple(dims)
         self.env[inputs[0].name] = _basis(in_shape)
-        self.n_base = int(np.prod(in_shape))
+        self.layers = LayerBuilder(int(np.prod(in_shape)))
         input_shape = in_shape[1:] if len(in_shape) > 1 and in_shape[0] == 1 else in_shape
-        for node in g.node:
+        # which tensors later nodes still read: those are carried through an activation layer
+        later = {o.name for o in g.output}
+        for node in reversed(g.node):
+            self.used_after.insert(0, set(later))
+            later |= set(node.input)
+        for self.i, node in enumerate(g.node):
             self._node(node)
         if len(g.output) != 1:
             raise UnsupportedOperationError(f"expected exactly one network output, found {len(g.output)}")
         out = self.env[g.output[0].name]
         if not isinstance(out, _Sym):
             raise UnsupportedOperationError("the network output does not depend on its input")
-        w, b = _affine_from(out, self.n_base)
-        self.weights.append(w)
-        self.biases.append(b)
-        return Network(self.weights, self.biases, tuple(input_shape), self.name,
-                       {"onnx_input_shape": in_shape, "onnx_input_name": inputs[0].name})
+        w, b = _affine_from(out, self.layers.n_base)
+        return Network(self.layers.weights + [w], self.layers.biases + [b], tuple(input_shape), self.name,
+                       {"onnx_input_shape": in_shape, "onnx_input_name": inputs[0].name},
+                       nonlinearities=self.layers.nonlinearities)
+
+    def _cut(self, act: str, apply: list[np.ndarray], carry: list[np.ndarray]) -> tuple[list, list]:
+        """One activation layer; every input-dependent tensor a later node reads is carried into the new basis."""
+        live, seen = [], set()
+        for name in sorted(self.used_after[self.i]):
+            v = self.env.get(name)
+            if isinstance(v, _Sym) and id(v) not in seen:
+                seen.add(id(v))
+                live.append(name)
+        new_apply, new_carry = self.layers.cut(act, apply, carry + [self.env[n].pts for n in live])
+        moved = {}
+        for name, pts in zip(live, new_carry[len(carry):]):
+            moved.setdefault(id(self.env[name]), _Sym(pts))
+        for name, v in list(self.env.items()):
+            if isinstance(v, _Sym):
+                # tensors no later node reads become stale; drop them so nothing mixes two bases
+                self.env[name] = moved.get(id(v), _STALE)
+        return new_apply, new_carry[:len(carry)]
 
     def _node(self, node) -> None:
         op = node.op_type
@@ -143,15 +192,26 @@ class _Importer:
 
             res = numpy_helper.to_array(at["value"]).astype(np.float64) if "value" in at else np.asarray(
                 at.get("value_float", at.get("value_int", 0.0)), dtype=np.float64)
-        elif op == "Relu":
+        elif op in _ACT_OPS:
             if not sym[0]:
-                res = np.maximum(ins[0], 0)
+                res = {"Relu": lambda v: np.maximum(v, 0), "Tanh": np.tanh,
+                       "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}[op](ins[0])
             else:
-                w, b = _affine_from(ins[0], self.n_base)
-                self.weights.append(w)
-                self.biases.append(b)
-                res = _basis(ins[0].shape)
-                self.n_base = int(np.prod(ins[0].shape))
+                (pts,), _ = self._cut(_ACT_OPS[op], [ins[0].pts], [])
+                res = _Sym(pts)
+        elif op == "MaxPool":
+            if not sym[0] or (len(node.output) > 1 and node.output[1]):
+                raise UnsupportedOperationError(f"ONNX op 'MaxPool' (node '{node.name}') on a constant or with "
+                                                "an indices output is not supported")
+            kernel, stride, pads = _pool_attrs(op, at)
+            if any(pads):
+                raise UnsupportedOperationError(f"ONNX op 'MaxPool' (node '{node.name}') with padding is not supported")
+            res = _Sym(max_reduce(pool_windows(ins[0].pts, kernel, stride, op), lambda a, c: self._cut("relu", a, c)))
+        elif op == "AveragePool":
+            res = _Sym(_avg_pool(ins[0].pts, at)) if sym[0] else _avg_pool(ins[0], at)
+        elif op == "GlobalAveragePool":
+            res = _Sym(ins[0].pts.mean(axis=(-2, -1), keepdims=True)) if sym[0] else \
+                ins[0].mean(axis=(-2, -1), keepdims=True)
         elif op in ("Add", "Sub"):
             # evaluated pointwise, u(p) +- v(p) is exactly the affine sum/difference at every point
             r = val(ins[0]) + val(ins[1]) if op == "Add" else val(ins[0]) - val(ins[1])

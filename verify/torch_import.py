@@ -1,8 +1,9 @@
-"""Convert a ``torch.nn.Module`` (Linear/Conv2d/ReLU/Flatten/BatchNorm/normalisation) to the IR.
+"""Convert a ``torch.nn.Module`` (Linear/Conv2d/ReLU/Sigmoid/Tanh/MaxPool/AvgPool/BatchNorm/skips) to the IR.
 
 The module is traced with ``torch.fx``; each traced node is run on a batch of basis *points*
-(``0, e_1, ..., e_n`` of the last ReLU's output) in float64, so any chain of affine ops between
-two ReLUs becomes one dense layer (BatchNorm in eval mode and input normalisation fold in).
+(``0, e_1, ..., e_n`` of the last activation's output) in float64, so any chain of affine ops between
+two activations becomes one dense layer (BatchNorm in eval mode and input normalisation fold in).
+Skip connections are carried through ReLU layers and MaxPool becomes ReLU layers (:mod:`verify.layer_cut`).
 Only ops in the allow-lists below are executed; anything else is rejected by name, because an
 unknown op could be non-linear and the IR would then be unsound. The result is checked
 against the module on random inputs.
@@ -16,27 +17,36 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from .layer_cut import LayerBuilder, affine_of, max_reduce, pool_windows
 from .network import Network, UnsupportedOperationError
 
 _AFFINE_MODULES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.Flatten, nn.Identity, nn.Dropout, nn.BatchNorm1d,
-                   nn.BatchNorm2d, nn.AvgPool2d, nn.Unflatten)
-_RELU_FUNCS = {torch.relu, torch.nn.functional.relu}
+                   nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Unflatten)
+_ACT_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+_ACT_FUNCS = {torch.relu: "relu", torch.nn.functional.relu: "relu", torch.sigmoid: "sigmoid",
+              torch.nn.functional.sigmoid: "sigmoid", torch.tanh: "tanh", torch.nn.functional.tanh: "tanh"}
+_ACT_METHODS = {"relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
+_TORCH_ACT = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+_MAXPOOL_FUNCS = {torch.nn.functional.max_pool2d, torch.max_pool2d}
 _AFFINE_FUNCS = {torch.flatten, operator.getitem, getattr, torch.nn.functional.linear, torch.nn.functional.conv2d,
-                 torch.reshape}
-_SHAPE_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "unsqueeze", "squeeze", "permute"}
+                 torch.reshape, torch.nn.functional.avg_pool2d, torch.nn.functional.adaptive_avg_pool2d, torch.mean}
+_SHAPE_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "unsqueeze", "squeeze", "permute", "mean"}
 _ARITH = {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, torch.add, torch.sub,
           torch.mul, torch.div}
 
 
 class _PointInterpreter(fx.Interpreter):
-    """Runs the traced graph on basis points; ReLUs cut the graph into affine layers."""
+    """Runs the traced graph on basis points; activations cut the graph into affine layers."""
 
     def __init__(self, gm: fx.GraphModule, n_in: int):
         super().__init__(gm)
-        self.weights: list[np.ndarray] = []
-        self.biases: list[np.ndarray] = []
-        self.n_base = n_in
+        self.layers = LayerBuilder(n_in)
         self.sym: set[int] = set()  # ids of tensors that depend on the input
+        self.node: fx.Node | None = None
+
+    def run_node(self, n: fx.Node):
+        self.node = n
+        return super().run_node(n)
 
     def _mark(self, out, args) -> object:
         if any(isinstance(a, torch.Tensor) and id(a) in self.sym for a in _flat(args)):
@@ -44,18 +54,42 @@ class _PointInterpreter(fx.Interpreter):
                 self.sym.add(id(out))
         return out
 
-    def _relu(self, x: torch.Tensor) -> torch.Tensor:
+    def _tensor(self, pts: np.ndarray, dtype) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(pts)).to(dtype)
+        self.sym.add(id(t))
+        return t
+
+    def _cut(self, act: str, apply: list[np.ndarray], carry: list[np.ndarray], dtype) -> tuple[list, list]:
+        """One activation layer; input-dependent values later nodes still read are carried into the new basis."""
+        done = set(self.user_to_last_uses.get(self.node, []))
+        live, seen = [], set()
+        for node, v in self.env.items():
+            if node not in done and isinstance(v, torch.Tensor) and id(v) in self.sym and id(v) not in seen:
+                seen.add(id(v))
+                live.append(node)
+        new_apply, new_carry = self.layers.cut(act, apply, carry + [self.env[n].detach().numpy() for n in live])
+        moved = {}
+        for node, pts in zip(live, new_carry[len(carry):]):
+            moved.setdefault(id(self.env[node]), self._tensor(pts, dtype))
+        for node in live:
+            self.env[node] = moved[id(self.env[node])]
+        return new_apply, new_carry[:len(carry)]
+
+    def _act(self, name: str, x: torch.Tensor) -> torch.Tensor:
         if id(x) not in self.sym:
-            return torch.relu(x)
-        flat = x.reshape(x.shape[0], -1).detach().numpy()
-        b = flat[0]
-        self.weights.append((flat[1:] - b).T.copy())
-        self.biases.append(b.copy())
-        n = flat.shape[1]
-        pts = torch.cat([torch.zeros(1, n, dtype=x.dtype), torch.eye(n, dtype=x.dtype)]).reshape((n + 1,) + x.shape[1:])
-        self.n_base = n
-        self.sym.add(id(pts))
-        return pts
+            return _TORCH_ACT[name](x)
+        (pts,), _ = self._cut(name, [x.detach().numpy()], [], x.dtype)
+        return self._tensor(pts, x.dtype)
+
+    def _maxpool(self, x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode, return_indices):
+        pair = nn.modules.utils._pair
+        if id(x) not in self.sym:
+            return torch.nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices)
+        if any(pair(padding)) or pair(dilation) != (1, 1) or ceil_mode or return_indices:
+            raise UnsupportedOperationError("max_pool2d with padding, dilation, ceil_mode or indices is not supported")
+        stride = stride if stride not in (None, ()) else kernel
+        windows = pool_windows(x.detach().numpy(), pair(kernel), pair(stride), "max_pool2d")
+        return self._tensor(max_reduce(windows, lambda a, c: self._cut("relu", a, c, x.dtype)), x.dtype)
 
     def placeholder(self, target, args, kwargs):
         out = super().placeholder(target, args, kwargs)
@@ -64,8 +98,11 @@ class _PointInterpreter(fx.Interpreter):
 
     def call_module(self, target, args, kwargs):
         mod = self.fetch_attr(target)
-        if isinstance(mod, nn.ReLU):
-            return self._relu(args[0])
+        if type(mod) in _ACT_MODULES:
+            return self._act(_ACT_MODULES[type(mod)], args[0])
+        if isinstance(mod, nn.MaxPool2d):
+            return self._maxpool(args[0], mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode,
+                                 mod.return_indices)
         if not isinstance(mod, _AFFINE_MODULES):
             raise UnsupportedOperationError(
                 f"torch module '{target}' of type {type(mod).__name__} is not supported (not a known affine or ReLU op)")
@@ -74,8 +111,14 @@ class _PointInterpreter(fx.Interpreter):
         return self._mark(super().call_module(target, args, kwargs), args)
 
     def call_function(self, target, args, kwargs):
-        if target in _RELU_FUNCS:
-            return self._relu(args[0])
+        if target in _ACT_FUNCS:
+            return self._act(_ACT_FUNCS[target], args[0])
+        if target in _MAXPOOL_FUNCS:
+            names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+            vals = dict(zip(names, ((2,), None, 0, 1, False, False)))
+            vals.update(zip(names, args[1:]))
+            vals.update(kwargs)
+            return self._maxpool(args[0], *(vals[k] for k in names))
         syms = [a for a in _flat(args) if isinstance(a, torch.Tensor) and id(a) in self.sym]
         if target in _ARITH:
             if target in (operator.mul, torch.mul) and len(syms) > 1:
@@ -88,13 +131,10 @@ class _PointInterpreter(fx.Interpreter):
         return self._mark(super().call_function(target, args, kwargs), args)
 
     def call_method(self, target, args, kwargs):
-        if target == "relu":
-            return self._relu(args[0])
+        if target in _ACT_METHODS:
+            return self._act(_ACT_METHODS[target], args[0])
         if target not in _SHAPE_METHODS and target not in ("add", "sub", "mul", "div"):
             raise UnsupportedOperationError(f"torch method '.{target}()' is not supported")
-        if target == "size" and args and id(args[0]) in self.sym:
-            # callers reshape with x.size(0); the point batch stands in for the batch axis
-            pass
         return self._mark(super().call_method(target, args, kwargs), args)
 
 
@@ -103,15 +143,15 @@ def _check_graph(gm: fx.GraphModule) -> None:
     for node in gm.graph.nodes:
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
-            if not isinstance(mod, _AFFINE_MODULES + (nn.ReLU,)):
+            if not isinstance(mod, _AFFINE_MODULES + tuple(_ACT_MODULES) + (nn.MaxPool2d,)):
                 raise UnsupportedOperationError(f"torch module '{node.target}' of type {type(mod).__name__} is not "
                                                 "supported (not a known affine or ReLU op)")
         elif node.op == "call_function":
-            if node.target not in _AFFINE_FUNCS | _ARITH | _RELU_FUNCS:
+            if node.target not in _AFFINE_FUNCS | _ARITH | set(_ACT_FUNCS) | _MAXPOOL_FUNCS:
                 raise UnsupportedOperationError(
                     f"torch function '{getattr(node.target, '__name__', node.target)}' is not supported")
         elif node.op == "call_method":
-            if node.target not in _SHAPE_METHODS | {"add", "sub", "mul", "div", "relu"}:
+            if node.target not in _SHAPE_METHODS | {"add", "sub", "mul", "div"} | set(_ACT_METHODS):
                 raise UnsupportedOperationError(f"torch method '.{node.target}()' is not supported")
 
 
@@ -146,10 +186,9 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], name: str | None 
     except UnsupportedOperationError as exc:
         # torch.fx appends its graph dump to the message; keep the line that names the op
         raise UnsupportedOperationError(str(exc).splitlines()[0]) from None
-    flat = out.reshape(out.shape[0], -1).numpy()
-    interp.weights.append((flat[1:] - flat[0]).T.copy())
-    interp.biases.append(flat[0].copy())
-    net = Network(interp.weights, interp.biases, tuple(input_shape), name or type(model).__name__)
+    w, b = affine_of(out.numpy())
+    net = Network(interp.layers.weights + [w], interp.layers.biases + [b], tuple(input_shape),
+                  name or type(model).__name__, nonlinearities=interp.layers.nonlinearities)
     if check:
         _check_equal(model, net, input_shape)
     return net

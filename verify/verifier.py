@@ -63,6 +63,10 @@ def verify(net: Network, prop: Property, timeout: float = 60.0, falsify: bool = 
                 return done(VIOLATED, x, engine="falsify")
     if method == "bounds":
         return done(UNKNOWN, reason="bounds alone do not decide the property", engine="bounds")
+    if not net.piecewise_linear:
+        # the splitting searches end in an exact ReLU encoding (Z3), which a Sigmoid/Tanh layer does not have
+        return done(UNKNOWN, reason=f"bounds do not decide the property and {sorted(set(net.nonlinearities))} "
+                                    "networks get no exact search", engine="bounds")
     stats: dict = {}
     engine = ""
     for term in open_terms:

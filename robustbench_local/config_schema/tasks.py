@@ -40,6 +40,8 @@ class CertifyTask:
     timeout: float = ranged(30.0, gt=0)
     method: str = ranged("auto", choices=("auto", "bounds", "input_split", "relu_split"))
     workers: int = ranged(2, ge=1)
+    pgd_steps: int = ranged(50, ge=0)
+    falsify: bool = True
 
 
 @dataclass

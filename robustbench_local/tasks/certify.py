@@ -5,6 +5,10 @@ whole threat ball keeps that class (``holds``). Misclassified points are ``viola
 clean input is its own counterexample); a ``violated`` answer always carries an input that
 the torch model itself (float32) misclassifies inside the ball, otherwise it is counted
 ``unknown``. Points run in parallel processes (``task.workers``), each with ``task.timeout``.
+
+The same points are then attacked with PGD (``task.pgd_steps``): a certified point that PGD breaks
+would mean an unsound proof, so the run fails with :class:`UnsoundCertificateError` instead of
+storing the row; the row carries ``pgd_acc``, an upper bound the certified accuracy must stay under.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from rbl_core.remeasure import remeasure
+from rbl_core.training import pgd_perturb
 from robustbench_local.results import ResultRow
 from robustbench_local.tasks.base import ConfigError, TaskContext
 from rbl_core.threat import ThreatModel
@@ -27,18 +32,42 @@ from verify.torch_import import from_torch
 from verify.verifier import verify
 
 
-def _certify_point(net, x: np.ndarray, label: int, eps: float, norm: str, timeout: float, method: str, seed: int):
+class UnsoundCertificateError(RuntimeError):
+    """A point the verifier certified was broken by an attack: the proof (or the attack's check) is wrong."""
+
+
+def pgd_check(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, statuses: str,
+              steps: int = 50, restarts: int = 2, seed: int = 0) -> float:
+    """PGD robust accuracy on ``(x, y)``; raises UnsoundCertificateError if it breaks a certified (``h``) point."""
+    broken = torch.zeros(len(x), dtype=torch.bool)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(restarts):
+        x_adv = pgd_perturb(model, x, y, threat, steps=steps, generator=gen)
+        broken |= remeasure(model, x, y, x_adv, threat).success
+    with torch.no_grad():
+        broken |= model(x).argmax(1) != y
+    bad = [i for i, s in enumerate(statuses) if s == "h" and bool(broken[i])]
+    if bad:
+        raise UnsoundCertificateError(f"PGD broke {len(bad)} certified points (first: {bad[:5]}) at "
+                                      f"{threat.norm.value} eps={threat.eps}: certified > empirical robust accuracy")
+    return float(1 - broken.float().mean())
+
+
+def _certify_point(net, x: np.ndarray, label: int, eps: float, norm: str, timeout: float, method: str, seed: int,
+                   falsify: bool = True):
     prop = local_robustness(x, label, eps, net.output_dim, norm)
-    v = verify(net, prop, timeout=timeout, method=method, seed=seed)
+    v = verify(net, prop, timeout=timeout, method=method, seed=seed, falsify=falsify)
     return v.status, v.counterexample, v.reason, v.time_s
 
 
 def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, timeout: float = 30.0,
-            method: str = "auto", workers: int = 2, seed: int = 0, net: Network | None = None) -> dict:
+            method: str = "auto", workers: int = 2, seed: int = 0, net: Network | None = None,
+            falsify: bool = True) -> dict:
     """Verify local robustness of ``model`` at every ``(x_i, y_i)``; returns counts, statuses and times.
 
     ``net`` is the network the verifier reasons about (default: imported from ``model``); counterexamples
-    are always re-checked on ``model`` itself.
+    are always re-checked on ``model`` itself. ``falsify=False`` skips the verifier's sampling/PGD search
+    (with ``method="bounds"`` a point is then one bound computation: proved or unknown).
     """
     if threat.norm.value not in ("Linf", "L2"):
         raise ConfigError(f"certify supports threat.norm Linf or L2, got {threat.norm.value}")
@@ -55,7 +84,7 @@ def certify(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Th
             reasons[i] = "misclassified"
             continue
         jobs.append((net, x[i].double().numpy().reshape(-1), int(y[i]), float(threat.eps), threat.norm.value,
-                     timeout, method, seed + i))
+                     timeout, method, seed + i, falsify))
         where.append(i)
     times = [0.0] * len(x)
     for i, (st, val) in zip(where, run_parallel(_certify_point, jobs, workers=workers, hard_timeout=timeout + 60)):
@@ -98,11 +127,14 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     model = ctx.load_model().float().eval()
     start = time.perf_counter()
     metrics = certify(model, data.x, data.y, threat, timeout=tc.timeout,
-                      method=tc.method, workers=tc.workers, seed=cfg.seed, net=_onnx_network(cfg))
+                      method=tc.method, workers=tc.workers, seed=cfg.seed, net=_onnx_network(cfg), falsify=tc.falsify)
+    if tc.pgd_steps:
+        metrics["pgd_acc"] = pgd_check(model, data.x, data.y, threat, metrics["statuses"], tc.pgd_steps, seed=cfg.seed)
     config = ctx.run_config("dataset", "model", "defense", "threat", "task", "seed")
     metrics["model_info"] = ctx.model_info.to_dict()
+    pgd = f", PGD robust {metrics['pgd_acc']:.1%}" if "pgd_acc" in metrics else ""
     print(f"certified {metrics['holds']}/{metrics['n']} (violated {metrics['violated']}, unknown {metrics['unknown']}) "
-          f"at {threat.norm.value} eps={threat.eps}")
+          f"at {threat.norm.value} eps={threat.eps}{pgd}")
     yield ResultRow(kind="certification", dataset=ctx.dataset_label, model=cfg.model.name, attack="verify",
                     metrics=metrics, config=config, defense=ctx.defense_name, threat_model=threat.norm.value,
                     eps=threat.eps, seed=cfg.seed, time_s=time.perf_counter() - start)
