@@ -3,7 +3,8 @@
 Two architectures, so transfer between them can be measured:
 
 * ``AttentionGRUCaptioner``: a 3-layer stride-2 conv encoder (grid 64 x 4 x 12) and a GRU decoder with additive
-  (Bahdanau) attention over the grid's cells at every step (Show-Attend-Tell style);
+  (Bahdanau) attention over the grid's cells at every step (Show-Attend-Tell style), whose attention scores also
+  see a learned embedding of each cell's position (captions list the objects left to right);
 * ``FlatLSTMCaptioner``: a 5x5 conv + max-pool encoder (grid 32 x 2 x 6), flattened; a linear map of the flat
   grid gives the LSTM's initial state and a second one a context vector fed with every input token (Show-and-Tell
   style with a per-step context).
@@ -103,7 +104,7 @@ class Captioner(nn.Module):
 class AttentionGRUCaptioner(Captioner):
     """Conv encoder (grid 64 x H/4 x W/4) + GRU decoder with additive attention over the grid cells."""
 
-    def __init__(self, channels: int = 64, embed: int = 32, hidden: int = 128) -> None:
+    def __init__(self, channels: int = 64, embed: int = 32, hidden: int = 128, cells: int = 4 * 12) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
             nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
@@ -113,6 +114,8 @@ class AttentionGRUCaptioner(Captioner):
         self.init_h = nn.Linear(channels, hidden)
         self.att_feat, self.att_hid = nn.Linear(channels, hidden), nn.Linear(hidden, hidden)
         self.att_out = nn.Linear(hidden, 1)
+        # Where each cell is: content alone cannot say which object comes next (left to right).
+        self.att_pos = nn.Parameter(torch.zeros(1, cells, hidden))
         self.rnn = nn.GRUCell(embed + channels, hidden)
         self.out = nn.Linear(hidden + channels, self.vocab_size)
 
@@ -124,7 +127,7 @@ class AttentionGRUCaptioner(Captioner):
 
     def step(self, grid: torch.Tensor, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         cells = grid.flatten(2).transpose(1, 2)                       # (N, HW, C)
-        scores = self.att_out(torch.tanh(self.att_feat(cells) + self.att_hid(state).unsqueeze(1)))
+        scores = self.att_out(torch.tanh(self.att_feat(cells) + self.att_pos + self.att_hid(state).unsqueeze(1)))
         context = (scores.softmax(dim=1) * cells).sum(dim=1)          # (N, C)
         h = self.rnn(torch.cat([self.embed(token), context], dim=1), state)
         return self.out(torch.cat([h, context], dim=1)), h

@@ -59,15 +59,21 @@ class _Residual(nn.Module):
 
 
 class Generator(nn.Module):
-    """A small fully convolutional ResNet-style generator (two residual blocks) with unbounded output."""
+    """A small fully convolutional ResNet-style generator (two residual blocks) plus a learned image-sized bias.
 
-    def __init__(self, width: int = 32, channels: int = 3) -> None:
+    The bias is the part of the perturbation every source shares for this target (where the target's objects
+    are drawn); the convolutional part adapts it to each source (where its own objects must be hidden).
+    """
+
+    def __init__(self, width: int = 32, shape: tuple[int, int, int] = (3, 16, 48)) -> None:
         super().__init__()
+        channels = shape[0]
         self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
                                  _Residual(width), _Residual(width), nn.Conv2d(width, channels, 3, padding=1))
+        self.bias = nn.Parameter(torch.zeros(1, *shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.net(x)
+        return self.net(x) + self.bias
 
 
 class Discriminator(nn.Module):
@@ -93,20 +99,20 @@ def feature_loss(grid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (grid - target).pow(2).flatten(1).mean(dim=1)
 
 
-def train_generator(encoder: nn.Module, x_train: torch.Tensor, target_grid: torch.Tensor, eps: float,
+def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.Tensor, eps: float,
                     cfg: GANConfig = GANConfig()) -> Generator:
-    """Train G for one target grid (C, H, W) on source images ``x_train`` against frozen ``encoder``; eval mode."""
+    """Train G for one target grid (C, H, W) on ``x_train`` against the frozen ``model.encode`` (a captioner); eval mode."""
     if not 0 < eps <= 1:
         raise ValueError(f"eps must lie in (0, 1], got {eps}")
     if target_grid.dim() != 3:
         raise ValueError(f"target_grid must be one (C, H, W) feature grid, got shape {tuple(target_grid.shape)}")
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    g, d = Generator(cfg.width, x_train.shape[1]), Discriminator(cfg.width, x_train.shape[1])
+    g, d = Generator(cfg.width, tuple(x_train.shape[1:])), Discriminator(cfg.width, x_train.shape[1])
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    encoder.eval()
-    for p in encoder.parameters():
+    model.eval()
+    for p in model.parameters():
         p.requires_grad_(False)
     target = target_grid.detach().unsqueeze(0)
     try:
@@ -120,7 +126,7 @@ def train_generator(encoder: nn.Module, x_train: torch.Tensor, target_grid: torc
                 opt_d.zero_grad()
                 loss_d.backward()
                 opt_d.step()
-            loss = cfg.alpha * feature_loss(encoder(x_adv), target).mean()
+            loss = cfg.alpha * feature_loss(model.encode(x_adv), target).mean()
             if cfg.adv_weight > 0:
                 fooled = d(x_adv)
                 loss = loss + cfg.adv_weight * F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
@@ -130,6 +136,6 @@ def train_generator(encoder: nn.Module, x_train: torch.Tensor, target_grid: torc
             loss.backward()
             opt_g.step()
     finally:
-        for p in encoder.parameters():
+        for p in model.parameters():
             p.requires_grad_(True)
     return g.eval()
