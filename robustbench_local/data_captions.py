@@ -9,7 +9,8 @@ labels, and its ``class_names`` are the vocabulary: only captioners (``recipes_c
 from __future__ import annotations
 
 from attacks.caption.scenes import CaptionScenes, make_caption_scenes
-from rbl_core.data import DataError, DataSplit
+from rbl_core.data import DataSplit
+from robustbench_local.data_scenes import check_composed_split
 
 CAPTION_SETS = ("mnist_captions",)
 SIZES = {"train": 6000, "test": 1000}    # scenes per split
@@ -18,10 +19,7 @@ SEEDS = {"train": 1100, "test": 1201}
 
 def load_caption_scenes(name: str, split: str, digits: DataSplit) -> CaptionScenes:
     """Every scene of caption set ``name`` drawn on ``digits`` (the MNIST ``split``), objects included."""
-    if name not in CAPTION_SETS:
-        raise DataError(f"unknown caption set {name!r}: choose one of {', '.join(CAPTION_SETS)}")
-    if split not in SIZES:
-        raise DataError(f"{name}: unknown split {split!r}: choose train or test")
+    check_composed_split("caption set", name, CAPTION_SETS, split)
     return make_caption_scenes(digits, SIZES[split], seed=SEEDS[split])
 
 
