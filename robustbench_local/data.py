@@ -4,7 +4,8 @@ Every loader returns a :class:`DataSplit` of float32 NCHW images in [0, 1]. Sets
 test set (MNIST, GTSRB here) are split deterministically: a permutation drawn with
 ``numpy.random.default_rng(0)`` over the whole file, the first part for training, the rest for test.
 The user's own data (``folder``, ``npz`` at ``path``) is read by :mod:`robustbench_local.data_user`; the
-object-on-scene sets (``mnist_scenes*``) by :mod:`robustbench_local.data_scenes`.
+object-on-scene sets (``mnist_scenes*``) by :mod:`robustbench_local.data_scenes`; the captioning set
+(``mnist_captions``, token ids as ``y``) by :mod:`robustbench_local.data_captions`.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from rbl_core.data import DataError, DataSplit
+from robustbench_local.data_captions import CAPTION_SETS, caption_split
 from robustbench_local.data_scenes import SCENE_SETS, scene_split
 from robustbench_local.data_user import USER_DATASETS, load_user_dataset
 
 __all__ = ["DataError", "DataSplit", "DATASETS", "load_dataset", "default_data_root"]
 
-DATASETS = ("digits", "mnist", "cifar10", "gtsrb") + tuple(SCENE_SETS) + USER_DATASETS
+DATASETS = ("digits", "mnist", "cifar10", "gtsrb") + tuple(SCENE_SETS) + CAPTION_SETS + USER_DATASETS
 SPLIT_SEED = 0
 # Train/test sizes for sets carved out of a single file (documented in the README).
 CARVED_SPLITS = {"digits": 1400, "mnist": 8000, "gtsrb": 10000}
@@ -180,7 +182,9 @@ def _scene_loader(name: str) -> Callable[[Path, str], DataSplit]:
 
 
 _LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "gtsrb": _load_gtsrb,
-            **{name: _scene_loader(name) for name in SCENE_SETS}}
+            **{name: _scene_loader(name) for name in SCENE_SETS},
+            **{name: (lambda root, split, name=name: caption_split(name, split, _load_mnist(root, split)))
+               for name in CAPTION_SETS}}
 
 
 def load_dataset(name: str, split: str = "test", root: str | Path | None = None, n: int | None = None,

@@ -41,12 +41,17 @@ DIGIT_SCENE_SETS = tuple(name for name, spec in SCENE_SETS.items() if spec.label
 SPLIT_OFFSET = {"train": 0, "test": 1}
 
 
-def load_scenes(name: str, split: str, digits: DataSplit) -> Scenes:
-    """Every view of scene set ``name`` drawn on ``digits`` (the MNIST ``split``) with the set's own seed."""
-    if name not in SCENE_SETS:
-        raise DataError(f"unknown scene set {name!r}: choose one of {', '.join(SCENE_SETS)}")
+def check_composed_split(what: str, name: str, known: object, split: str) -> None:
+    """Raise DataError unless ``name`` is one of the ``known`` sets of ``what`` and ``split`` is train or test."""
+    if name not in known:
+        raise DataError(f"unknown {what} {name!r}: choose one of {', '.join(known)}")
     if split not in SPLIT_OFFSET:
         raise DataError(f"{name}: unknown split {split!r}: choose train or test")
+
+
+def load_scenes(name: str, split: str, digits: DataSplit) -> Scenes:
+    """Every view of scene set ``name`` drawn on ``digits`` (the MNIST ``split``) with the set's own seed."""
+    check_composed_split("scene set", name, SCENE_SETS, split)
     spec = SCENE_SETS[name]
     return make_scenes(digits, spec.p, seed=spec.seed * 10 + SPLIT_OFFSET[split])
 

@@ -60,6 +60,7 @@ class LeaderboardTask:
     """``task=leaderboard``: render the results database."""
 
     _target_: str = "robustbench_local.tasks.leaderboard.run"
+    kind: str = ranged("robustness", choices=("robustness", "caption"))   # caption: the caption-attack board
     dataset: str | None = None
     threat_model: str | None = None
     sort_by: str = ranged("robust_acc", choices=("robust_acc", "clean_acc", "autoattack_acc", "certified_acc",
@@ -388,7 +389,41 @@ class DefenseEvalTask:
     print_leaderboard: bool = True
 
 
+@dataclass
+class CaptionGANSection:
+    """``task.gan``: the generator's training (one generator per target and eps)."""
+
+    steps: int = ranged(150, ge=1)
+    batch_size: int = ranged(16, ge=1)
+    lr: float = ranged(5e-3, gt=0)
+    alpha: float = ranged(10.0, gt=0)        # feature-mimicking weight
+    adv_weight: float = ranged(0.1, ge=0)    # discriminator term of the "gan" attack (gan_no_disc: 0)
+    beta: float = ranged(0.0, ge=0)          # perturbation-size weight
+    width: int = ranged(16, ge=1)
+    n_train: int = ranged(2000, ge=1)        # train scenes the generator learns on
+
+
+@dataclass
+class CaptionAttackTask:
+    """``task=caption_attack``: GAN, PGD-feature and decoder-gradient caption attacks on a zoo captioner."""
+
+    _target_: str = "robustbench_local.tasks.caption_attack.run"
+    victim: str = "caption_attn_gru"
+    transfer: str = "caption_flat_lstm"
+    attacks: List[str] = ranged(["gan", "gan_no_disc", "pgd_feature", "decoder_gradient"], nonempty=True,
+                                choices=("gan", "gan_no_disc", "pgd_feature", "decoder_gradient"))
+    eps: List[float] = ranged([0.1, 0.2, 0.3], nonempty=True, gt=0, le=1)
+    n_images: int = ranged(30, ge=1)         # source scenes per target
+    targets: int = ranged(1, ge=1)           # target captions of the targeted strategy
+    keywords: List[str] = ranged(["seven"], nonempty=True)
+    pgd_steps: int = ranged(50, ge=1)
+    beam_n: int = ranged(100, ge=1)          # clean scenes also decoded by beam search (width 3)
+    figure: bool = True
+    gan: CaptionGANSection = section(CaptionGANSection)
+
+
 TASKS: dict[str, type] = {
+    "caption_attack": CaptionAttackTask,
     "defense_eval": DefenseEvalTask,
     "certify": CertifyTask, "curve": CurveTask, "contextual_fusion": ContextualFusionTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
     "evaluate": EvaluateTask, "feature_guided_compare": FeatureGuidedCompareTask,

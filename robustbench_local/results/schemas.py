@@ -255,3 +255,39 @@ class FusionMetrics(Metrics):
             raise RowSchemaError(f"fusion row ({self.threat}): metrics.eps is missing")
         if self.alpha < 0:
             raise RowSchemaError(f"fusion row: metrics.alpha must be >= 0, got {self.alpha}")
+
+
+@register_kind
+@dataclass(frozen=True, kw_only=True)
+class CaptionMetrics(Metrics):
+    """Caption attacks on a captioner: targeted exact match or keyword hit, BLEU-4 to the target, feature distances."""
+
+    kind = "caption"
+    strategies = ("clean", "targeted", "keyword")
+    fractions = ("success_rate", "clean_success_rate", "bleu_to_target", "transfer_success_rate",
+                 "transfer_bleu_to_target")
+
+    n: int
+    strategy: str               # clean (the captioner on its test scenes) | targeted | keyword
+    success_rate: float         # clean: exact match with the reference; targeted: with the target; keyword: hit
+    success_mask: str
+    bleu_to_target: float       # corpus BLEU-4 (sacrebleu) against the reference (clean) or the target caption
+    clean_success_rate: float | None = None     # the same criterion on the clean images (the chance baseline)
+    max_linf: float | None = None               # largest re-measured ||x' - x||_inf
+    feature_distance: float | None = None       # mean ||phi(x') - phi(x_t)||_2 on the decoder's grid
+    clean_feature_distance: float | None = None # mean ||phi(x) - phi(x_t)||_2
+    natural_distance: float | None = None       # mean grid distance between different clean images
+    transfer_model: str | None = None
+    transfer_success_rate: float | None = None
+    transfer_bleu_to_target: float | None = None
+
+    def check(self) -> None:
+        """A known strategy, a mask of n entries whose share is the success rate, and transfer fields together."""
+        super().check()
+        if self.strategy not in self.strategies:
+            raise RowSchemaError(f"caption row: metrics.strategy must be one of {list(self.strategies)}, "
+                                 f"got {self.strategy!r}")
+        self._mask("success_mask", self.success_mask)
+        self._share("success_rate", self.success_rate, self.success_mask)
+        if (self.transfer_model is None) != (self.transfer_success_rate is None):
+            raise RowSchemaError("caption row: metrics.transfer_model and metrics.transfer_success_rate go together")

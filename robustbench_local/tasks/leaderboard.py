@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rbl_core.io import atomic_write_text
+from robustbench_local.leaderboard_caption import build_caption_entries, caption_markdown
 from robustbench_local.leaderboard import build_entries, eps_label, to_csv, to_markdown, to_robustbench_json
 from robustbench_local.leaderboard_page import build_page
 from robustbench_local.results import ResultRow, ResultsStore
@@ -39,7 +40,14 @@ def render(url: str, dataset: str | None, threat_model: str | None, sort_by: str
 
 
 def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
-    """Leaderboard filtered by ``task.dataset`` / ``task.threat_model`` (null = all)."""
+    """Leaderboard of ``task.kind`` filtered by ``task.dataset`` / ``task.threat_model`` (null = all)."""
     t = cfg.task
+    if t.kind == "caption":
+        store = ResultsStore(cfg.results.url)
+        try:
+            print(caption_markdown(build_caption_entries(store, dataset=t.dataset)))
+        finally:
+            store.close()
+        return []
     render(cfg.results.url, t.dataset, t.threat_model, sort_by=t.sort_by, csv=t.csv, html=t.html, json_dir=t.json_dir)
     return []

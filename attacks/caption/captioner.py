@@ -1,0 +1,234 @@
+"""CNN-RNN captioners: a CNN encoder whose feature grid (N, C, H, W) is the one tensor the RNN decoder reads.
+
+Two architectures, so transfer between them can be measured:
+
+* ``AttentionGRUCaptioner``: a 3-layer stride-2 conv encoder (grid 64 x 4 x 12) and a GRU decoder with additive
+  (Bahdanau) attention over the grid's cells at every step (Show-Attend-Tell style), whose attention scores also
+  see a learned embedding of each cell's position (captions list the objects left to right);
+* ``FlatLSTMCaptioner``: a 5x5 conv + max-pool encoder (grid 32 x 2 x 6), flattened; a linear map of the flat
+  grid gives the LSTM's initial state and a second one a context vector fed with every input token (Show-and-Tell
+  style with a per-step context).
+
+Both expose ``encode(x)`` (the grid), ``decode_logits(grid, tokens)`` (teacher forcing), ``greedy(grid)`` and
+``beam(grid, width)``; ``forward(x, tokens)`` is encode + teacher-forced logits. Feature-mimicking attacks must
+match ``encode``'s output, the exact tensor the decoder consumes (seeds.md section 2 (e)).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks.caption.scenes import BOS_ID, EOS_ID, MAX_LEN, PAD_ID, VOCAB
+
+
+class Captioner(nn.Module):
+    """Shared decoding: subclasses give ``encode``, ``init_state`` and ``step``."""
+
+    vocab_size = len(VOCAB)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature grid (N, C, H, W) of images ``x`` (N, 3, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+    def init_state(self, grid: torch.Tensor):  # noqa: ANN201 - the RNN's own state type
+        """The decoder's initial state for ``grid``."""
+        raise NotImplementedError
+
+    def step(self, grid: torch.Tensor, token: torch.Tensor, state):  # noqa: ANN001, ANN201
+        """Logits (N, V) for the next token after ``token`` (N,), and the new state."""
+        raise NotImplementedError
+
+    def decode_logits(self, grid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (N, T-1, V): step t reads ``tokens[:, t]`` and predicts ``tokens[:, t+1]``."""
+        state, out = self.init_state(grid), []
+        for t in range(tokens.shape[1] - 1):
+            logits, state = self.step(grid, tokens[:, t], state)
+            out.append(logits)
+        return torch.stack(out, dim=1)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of ``tokens`` given images ``x``."""
+        return self.decode_logits(self.encode(x), tokens)
+
+    @torch.no_grad()
+    def greedy(self, grid: torch.Tensor, max_len: int = MAX_LEN) -> torch.Tensor:
+        """Greedy token ids (N, max_len): <bos>, the argmax words, <eos>, then <pad>."""
+        n = grid.shape[0]
+        out = torch.full((n, max_len), PAD_ID, dtype=torch.long)
+        out[:, 0] = BOS_ID
+        token, state = out[:, 0], self.init_state(grid)
+        done = torch.zeros(n, dtype=torch.bool)
+        for t in range(1, max_len):
+            logits, state = self.step(grid, token, state)
+            token = logits.argmax(dim=1)
+            token = torch.where(done, torch.full_like(token, PAD_ID), token)
+            out[:, t] = token
+            done |= token == EOS_ID
+            if bool(done.all()):
+                break
+        return out
+
+    @torch.no_grad()
+    def beam(self, grid: torch.Tensor, width: int = 3, max_len: int = MAX_LEN) -> torch.Tensor:
+        """Beam-search token ids (N, max_len), one image at a time, by total log-probability."""
+        if width < 1:
+            raise ValueError(f"beam width must be >= 1, got {width}")
+        return torch.stack([self._beam_one(grid[i:i + 1], width, max_len) for i in range(grid.shape[0])])
+
+    def _beam_one(self, grid: torch.Tensor, width: int, max_len: int) -> torch.Tensor:
+        beams = [([BOS_ID], 0.0, self.init_state(grid))]
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(max_len - 1):
+            candidates = []
+            for seq, score, state in beams:
+                logits, new_state = self.step(grid, torch.tensor([seq[-1]]), state)
+                logp = F.log_softmax(logits[0], dim=0)
+                top = logp.topk(width)
+                for lp, tok in zip(top.values.tolist(), top.indices.tolist()):
+                    candidates.append((seq + [tok], score + lp, new_state))
+            candidates.sort(key=lambda c: c[1], reverse=True)
+            beams = []
+            for seq, score, state in candidates[:width]:
+                if seq[-1] == EOS_ID:
+                    finished.append((seq, score))
+                else:
+                    beams.append((seq, score, state))
+            if not beams:
+                break
+        finished += [(seq, score) for seq, score, _ in beams]
+        best = max(finished, key=lambda c: c[1])[0][:max_len]
+        return torch.tensor(best + [PAD_ID] * (max_len - len(best)), dtype=torch.long)
+
+
+class AttentionGRUCaptioner(Captioner):
+    """Conv encoder (grid 64 x H/4 x W/4) + GRU decoder with additive attention over the grid cells."""
+
+    def __init__(self, channels: int = 64, embed: int = 32, hidden: int = 128, cells: int = 4 * 12) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, channels, 3, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
+        self.embed = nn.Embedding(self.vocab_size, embed)
+        self.init_h = nn.Linear(channels, hidden)
+        self.att_feat, self.att_hid = nn.Linear(channels, hidden), nn.Linear(hidden, hidden)
+        self.att_out = nn.Linear(hidden, 1)
+        # Where each cell is: content alone cannot say which object comes next (left to right).
+        self.att_pos = nn.Parameter(torch.zeros(1, cells, hidden))
+        self.rnn = nn.GRUCell(embed + channels, hidden)
+        self.out = nn.Linear(hidden + channels, self.vocab_size)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.encoder(x)
+
+    def init_state(self, grid: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.tanh(self.init_h(grid.mean(dim=(2, 3))))
+
+    def step(self, grid: torch.Tensor, token: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        cells = grid.flatten(2).transpose(1, 2)                       # (N, HW, C)
+        scores = self.att_out(torch.tanh(self.att_feat(cells) + self.att_pos + self.att_hid(state).unsqueeze(1)))
+        context = (scores.softmax(dim=1) * cells).sum(dim=1)          # (N, C)
+        h = self.rnn(torch.cat([self.embed(token), context], dim=1), state)
+        return self.out(torch.cat([h, context], dim=1)), h
+
+
+class FlatLSTMCaptioner(Captioner):
+    """5x5 conv + max-pool encoder (grid 32 x H/8 x W/8), flattened into the LSTM's initial state and a per-step context."""
+
+    def __init__(self, grid_shape: tuple[int, int, int] = (32, 2, 6), embed: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        c = grid_shape[0]
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 24, 5, padding=2), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(24, 48, 5, padding=2), nn.BatchNorm2d(48), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(48, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2))
+        flat = c * grid_shape[1] * grid_shape[2]
+        self.embed = nn.Embedding(self.vocab_size, embed)
+        self.init_hc = nn.Linear(flat, 2 * hidden)
+        self.context = nn.Linear(flat, hidden)
+        self.rnn = nn.LSTMCell(embed + hidden, hidden)
+        self.out = nn.Linear(hidden, self.vocab_size)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.encoder(x)
+
+    def init_state(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: D102
+        flat = grid.flatten(1)
+        h, c = torch.tanh(self.init_hc(flat)).chunk(2, dim=1)
+        return h, c, torch.relu(self.context(flat))
+
+    def step(self, grid: torch.Tensor, token: torch.Tensor, state) -> tuple[torch.Tensor, tuple]:  # noqa: ANN001, D102
+        h, c, ctx = state
+        h, c = self.rnn(torch.cat([self.embed(token), ctx], dim=1), (h, c))
+        return self.out(h), (h, c, ctx)
+
+
+ARCHITECTURES = {"attention_gru": AttentionGRUCaptioner, "flat_lstm": FlatLSTMCaptioner}
+
+
+def build_captioner(name: str) -> Captioner:
+    """An untrained captioner of architecture ``name``."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown captioner architecture {name!r}: choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name]()
+
+
+def object_labels(tokens: torch.Tensor) -> torch.Tensor:
+    """Per caption and object (left to right): the digit's and colour's word ids, ``PAD_ID`` past the last object."""
+    # A caption is <bos> then, per object, "a <colour> <digit>" joined by "left of": object i's colour is at
+    # position 2 + 5 i and its digit at 3 + 5 i.
+    slots = (MAX_LEN + 1) // 5   # = SLOTS
+    cols = torch.tensor([[2 + 5 * i, 3 + 5 * i] for i in range(slots)]).flatten()
+    labels = tokens[:, cols]
+    return torch.where(torch.isin(labels, torch.tensor([EOS_ID, PAD_ID])), torch.full_like(labels, PAD_ID), labels)
+
+
+def pretrain_encoder(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *, epochs: int, lr: float,
+                     batch_size: int, seed: int) -> None:
+    """Pretrain the encoder to name each object's colour and digit (a linear probe on the flat grid, then dropped).
+
+    Real captioners start from an ImageNet-pretrained CNN; a from-scratch decoder and encoder wait on each other
+    (the decoder learns the grammar first and ignores uninformative features), so ours start from this stand-in.
+    """
+    labels = object_labels(tokens)
+    with torch.no_grad():
+        flat = model.encode(x[:1]).numel()
+    probe = nn.Linear(flat, labels.shape[1] * model.vocab_size)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(list(model.parameters()) + list(probe.parameters()), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            logits = probe(model.encode(x[idx]).flatten(1)).view(len(idx), labels.shape[1], model.vocab_size)
+            # PAD_ID marks "no object here": a class of its own, so the probe also learns to count.
+            loss = F.cross_entropy(logits.transpose(1, 2), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def train_captioner(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *, epochs: int, lr: float,
+                    batch_size: int, seed: int, pretrain_epochs: int = 0) -> Captioner:
+    """Teacher-forced cross-entropy (pads ignored) with Adam and seeded shuffling; returns the model in eval mode.
+
+    ``pretrain_epochs`` > 0 first pretrains the encoder with :func:`pretrain_encoder`.
+    """
+    if pretrain_epochs > 0:
+        pretrain_encoder(model, x, tokens, epochs=pretrain_epochs, lr=lr, batch_size=batch_size, seed=seed + 1)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            logits = model(x[idx], tokens[idx])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[idx, 1:].reshape(-1),
+                                   ignore_index=PAD_ID)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()

@@ -1,0 +1,141 @@
+"""The GAN caption attack (Aafaq et al., arXiv 2107.03050; reconstruction of seeds.md section 2).
+
+A generator G, trained for one target image x_t, gives x' = clip(x + eps * tanh(G(x)), 0, 1), so
+||x' - x||_inf <= eps by construction. G is trained on the captioner's frozen encoder phi so that phi(x')
+mimics phi(x_t), the exact feature grid the decoder reads, over many source images:
+
+    L_G = alpha * ||phi(x') - phi(x_t)||^2  +  lam * L_adv(G)  +  beta * ||x' - x||_2^2 / d
+
+with the non-saturating GAN term L_adv(G) = -log D(x') of a discriminator D trained to tell clean images from
+x' (L_D = -log D(x) - log(1 - D(x'))). ``adv_weight = 0`` drops D: the "without discriminator" variant.
+
+One G per target (and eps), trained on train scenes and applied to unseen test scenes in one forward pass: the
+attack is amortised, unlike the per-image PGD baselines in :mod:`attacks.caption.baselines`. We condition G on
+the target by training it for that target (one generator per target caption or keyword image): a generator
+conditioned on arbitrary target images did not fit in this suite's CPU budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Training settings of one generator (Adam with beta1 = 0.5, as in seeds.md section 2 (b))."""
+
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 1e-3
+    alpha: float = 10.0        # weight of the feature-mimicking loss
+    adv_weight: float = 0.1    # weight of the discriminator term; 0 = no discriminator
+    beta: float = 0.0          # weight of the perturbation's mean squared size
+    width: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GANConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "alpha"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"GANConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("adv_weight", "beta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"GANConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.relu(x + self.body(x))
+
+
+class Generator(nn.Module):
+    """A small fully convolutional ResNet-style generator (two residual blocks) plus a learned image-sized bias.
+
+    The bias is the part of the perturbation every source shares for this target (where the target's objects
+    are drawn); the convolutional part adapts it to each source (where its own objects must be hidden).
+    """
+
+    def __init__(self, width: int = 32, shape: tuple[int, int, int] = (3, 16, 48)) -> None:
+        super().__init__()
+        channels = shape[0]
+        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+                                 _Residual(width), _Residual(width), nn.Conv2d(width, channels, 3, padding=1))
+        self.bias = nn.Parameter(torch.zeros(1, *shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(x) + self.bias
+
+
+class Discriminator(nn.Module):
+    """Clean-vs-generated image classifier: one logit per image."""
+
+    def __init__(self, width: int = 32, channels: int = 3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(x).squeeze(1)
+
+
+def perturb(generator: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x' = clip(x + eps * tanh(G(x)), 0, 1): inside the Linf ball of radius eps by construction."""
+    return (x + eps * torch.tanh(generator(x))).clamp(0, 1)
+
+
+def feature_loss(grid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image squared L2 distance between feature grids, averaged over the grid's elements."""
+    return (grid - target).pow(2).flatten(1).mean(dim=1)
+
+
+def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.Tensor, eps: float,
+                    cfg: GANConfig = GANConfig()) -> Generator:
+    """Train G for one target grid (C, H, W) on ``x_train`` against the frozen ``model.encode`` (a captioner); eval mode."""
+    if not 0 < eps <= 1:
+        raise ValueError(f"eps must lie in (0, 1], got {eps}")
+    if target_grid.dim() != 3:
+        raise ValueError(f"target_grid must be one (C, H, W) feature grid, got shape {tuple(target_grid.shape)}")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    g, d = Generator(cfg.width, tuple(x_train.shape[1:])), Discriminator(cfg.width, x_train.shape[1])
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    target = target_grid.detach().unsqueeze(0)
+    try:
+        for _ in range(cfg.steps):
+            x = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=gen)]
+            x_adv = perturb(g, x, eps)
+            if cfg.adv_weight > 0:
+                real, fake = d(x), d(x_adv.detach())
+                loss_d = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                          + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+                opt_d.zero_grad()
+                loss_d.backward()
+                opt_d.step()
+            loss = cfg.alpha * feature_loss(model.encode(x_adv), target).mean()
+            if cfg.adv_weight > 0:
+                fooled = d(x_adv)
+                loss = loss + cfg.adv_weight * F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+            if cfg.beta > 0:
+                loss = loss + cfg.beta * (x_adv - x).pow(2).flatten(1).mean(dim=1).mean()
+            opt_g.zero_grad()
+            loss.backward()
+            opt_g.step()
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return g.eval()
