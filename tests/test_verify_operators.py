@@ -172,6 +172,15 @@ def test_s_shaped_verdicts_are_proofs_or_rechecked_counterexamples():
     assert {"holds", "violated"} <= seen
 
 
+
+def test_z3_encoding_refuses_s_shaped_networks():
+    # the encoding treats every layer as a ReLU; a Sigmoid layer handed to it would give wrong proofs
+    from verify.smt import encode
+
+    net = _random_s_net(0, "sigmoid")
+    with pytest.raises(ValueError, match="needs a ReLU network"):
+        encode(net, -np.ones(3), np.ones(3))
+
 def _tiny_pwl_models():
     """Small nets with MaxPool (after a ReLU and on a signed conv), residual and input skips."""
     out = []

@@ -232,7 +232,6 @@ def _hidden_layers(net: Network, x, label, dims, values, cfg: DLVConfig, deadlin
                    all_adv: list[np.ndarray]) -> list[LayerReport]:
     reports = []
     red = reduced_network(net, x, dims)
-    x_sel = x[dims]
     lo0 = np.array([min(v) for v in values])
     hi0 = np.array([max(v) for v in values])
     acts = [np.maximum(a[0], 0) for a in net.activations(x)[:-1]]

@@ -46,6 +46,9 @@ def encode(net: Network, lo: np.ndarray, hi: np.ndarray, lower: list[np.ndarray]
     ``phases``: optional +1/-1/0 per hidden neuron (ReLU splits). ``x_domain``: optional finite
     set of allowed values per input (used by DLV's discretised regions).
     """
+    if not net.piecewise_linear:
+        # the encoding is exact only for ReLU layers; a Sigmoid/Tanh layer must never reach it
+        raise ValueError(f"the Z3 encoding needs a ReLU network, this one has {sorted(set(net.nonlinearities))}")
     s = z3.Solver()
     xs = [z3.Real(f"x{i}") for i in range(net.input_dim)]
     for i, x in enumerate(xs):
