@@ -80,19 +80,25 @@ def test_keyword_hit_rate_rises_with_eps(captioners, test_scenes, target):
     assert rates[0] + 0.3 <= rates[1], rates
 
 
-def test_gan_generator_stays_in_the_ball_and_moves_features_to_the_target(captioners, test_scenes, target):
+def test_gan_generator_stays_in_the_ball_and_injects_the_keyword_more_with_eps(captioners, test_scenes, target):
     x, refs = test_scenes
     victim = captioners[0]
-    t = target[0]
-    src = x[_sources(refs, t)]
-    train = load_dataset("mnist_captions", "train", n=1000).x
-    grid = victim.encode(t.image.unsqueeze(0))[0].detach()
-    g = train_generator(victim, train, grid, 0.3, GANConfig(steps=60, batch_size=16, width=16, lr=5e-3))
-    with torch.no_grad():
-        x_adv = perturb(g, src, 0.3)
-    assert check_within(src, x_adv, 0.3) <= 0.3 + 1e-6
-    res = score_attack(victim, src, x_adv, [t] * len(src), 0.3)
-    assert res["feature_distance"] < res["clean_feature_distance"], res
+    k = target[1]
+    src = x[_sources(refs, k)]
+    train = load_dataset("mnist_captions", "train", n=2000).x
+    grid = victim.encode(k.image.unsqueeze(0))[0].detach()
+    results = []
+    for eps in (0.1, 0.3):
+        g = train_generator(victim, train, grid, eps, GANConfig(steps=300, batch_size=16, width=16, lr=5e-3))
+        with torch.no_grad():
+            x_adv = perturb(g, src, eps)
+        assert check_within(src, x_adv, eps) <= eps + 1e-6
+        results.append(score_attack(victim, src, x_adv, [k] * len(src), eps))
+    low, high = results
+    assert high["feature_distance"] < 0.85 * high["clean_feature_distance"], high
+    # measured on these 24 scenes: hit rate 0.0 at eps 0.1, 0.29 at eps 0.3 (clean 0.0); feature distance 45.3 of 60.0
+    assert high["success_rate"] >= high["clean_success_rate"] + 0.15, high
+    assert high["success_rate"] >= low["success_rate"] + 0.15, (low, high)
 
 
 def test_out_of_ball_perturbation_is_rejected(test_scenes):

@@ -71,6 +71,10 @@ class Generator(nn.Module):
         self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
                                  _Residual(width), _Residual(width), nn.Conv2d(width, channels, 3, padding=1))
         self.bias = nn.Parameter(torch.zeros(1, *shape))
+        # small last layer: tanh(G(x)) starts near 0, in its linear range, not saturated at +-1
+        last = self.net[-1]
+        nn.init.normal_(last.weight, std=1e-3)
+        nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.net(x) + self.bias
@@ -89,9 +93,17 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-def perturb(generator: nn.Module, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x' = clip(x + eps * tanh(G(x)), 0, 1): inside the Linf ball of radius eps by construction."""
-    return (x + eps * torch.tanh(generator(x))).clamp(0, 1)
+def perturb(generator: nn.Module, x: torch.Tensor, eps: float, straight_through: bool = False) -> torch.Tensor:
+    """x' = clip(x + eps * tanh(G(x)), 0, 1): inside the Linf ball of radius eps by construction.
+
+    ``straight_through`` (training only) keeps the same x' but passes the gradient through the clip unchanged:
+    on the black background (x = 0) every negative perturbation is clipped, and a plain clamp then gives G no
+    gradient there, so a G that once turned negative on the background could never learn to draw on it.
+    """
+    raw = x + eps * torch.tanh(generator(x))
+    if straight_through:
+        return raw + (raw.clamp(0, 1) - raw).detach()
+    return raw.clamp(0, 1)
 
 
 def feature_loss(grid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -118,7 +130,7 @@ def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.
     try:
         for _ in range(cfg.steps):
             x = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=gen)]
-            x_adv = perturb(g, x, eps)
+            x_adv = perturb(g, x, eps, straight_through=True)
             if cfg.adv_weight > 0:
                 real, fake = d(x), d(x_adv.detach())
                 loss_d = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
