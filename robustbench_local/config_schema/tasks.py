@@ -393,7 +393,7 @@ class DefenseEvalTask:
 class CaptionGANSection:
     """``task.gan``: the generator's training (one generator per target and eps)."""
 
-    steps: int = ranged(150, ge=1)
+    steps: int = ranged(300, ge=1)
     batch_size: int = ranged(16, ge=1)
     lr: float = ranged(5e-3, gt=0)
     alpha: float = ranged(10.0, gt=0)        # feature-mimicking weight
