@@ -103,7 +103,7 @@ def test_gan_generator_stays_in_the_ball_and_injects_the_keyword_more_with_eps(c
 
 def test_out_of_ball_perturbation_is_rejected(test_scenes):
     x = test_scenes[0][:2]
-    with pytest.raises(PerturbationError, match="exceeds eps"):
+    with pytest.raises(PerturbationError, match="exceed eps"):
         check_within(x, (x + 0.2).clamp(0, 1), 0.1)
     with pytest.raises(ValueError, match="keyword"):
         CaptionTarget("keyword", x[0], "a red one left of a blue two", keyword="seven")
