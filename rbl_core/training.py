@@ -1,6 +1,7 @@
 """Training loops for zoo models: plain ERM, PGD adversarial training (Linf or L2) or a caller's loss."""
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -10,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rbl_core.data import DataSplit
+from rbl_core.reproducibility import PINNED_ISA, kernels_pinned
 from rbl_core.threat import Norm, ThreatModel
 
 # (model, x, y, step, total_steps) -> loss: a training objective with its own schedule (e.g. certified training)
@@ -25,7 +27,14 @@ def deterministic_training() -> Iterator[None]:
     CLI) and with 2 (the Python default). One thread makes a recipe mean one set of weights.
     Interop threads are left alone: ``torch.set_num_interop_threads`` may be called only once per
     process before any parallel work and raises afterwards; the training loops do not use them.
+    oneDNN is off for the body: its convolutions may choose their blocking from the CPU's cache sizes, so even the
+    pinned instruction set (rbl_core/reproducibility.py) would not fix their summation order across machines;
+    ATen's own convolution (im2col and MKL's reproducible GEMM) does.
     """
+    if not kernels_pinned():
+        warnings.warn(f"torch ran a kernel before rbl_core was imported, so its CPU kernels are not pinned to "
+                      f"{PINNED_ISA}: these weights are this machine's, not the recipe's. Import rbl_core (or any "
+                      f"robustbench-local package) before running torch code.", RuntimeWarning, stacklevel=3)
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -33,9 +42,12 @@ def deterministic_training() -> Iterator[None]:
     # Every op of the training loops (ERM, PGD-AT, augmentation, DVERGE distillation) has a
     # deterministic CPU kernel, so the strict mode is on: a future op without one fails loudly.
     torch.use_deterministic_algorithms(True)
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False   # not mkldnn.flags(): it also sets TF32 and warns on every use
     try:
         yield
     finally:
+        torch.backends.mkldnn.enabled = onednn
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.set_num_threads(threads)
 

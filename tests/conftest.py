@@ -19,6 +19,7 @@ os.environ.setdefault("RBL_DATA_ROOT", str(SHARED / "datasets"))
 # Trained once per checkout; keyed by recipe hash, so a changed recipe retrains.
 os.environ.setdefault("RBL_CACHE_DIR", str(REPO / ".rbl_cache" / "zoo"))
 
+import rbl_core  # noqa: E402,F401  (first: pins the CPU kernels before torch runs anything)
 import torch  # noqa: E402
 
 torch.set_num_threads(1)

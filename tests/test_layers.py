@@ -72,8 +72,9 @@ def test_lower_layers_never_import_upward(module: str) -> None:
 
 
 def test_package_root_imports_nothing() -> None:
-    # Importing rbl_core must not drag the harness in through the package __init__.
-    assert GRAPH["robustbench_local"] == set()
+    # Importing one harness module must not drag the rest of the harness in through the package __init__; the
+    # core it imports first pins the CPU kernels (rbl_core/reproducibility.py) and sits below it.
+    assert GRAPH["robustbench_local"] <= {CORE}
 
 
 def test_no_import_cycles() -> None:

@@ -1,5 +1,6 @@
 """A zoo recipe means one set of weights: training gives bit-identical tensors whatever the caller's
-torch thread count (the ``rbl`` CLI sets 1 thread, plain Python defaults to one per core)."""
+torch thread count (the ``rbl`` CLI sets 1 thread, plain Python defaults to one per core), and it runs the
+pinned CPU kernels, so an AVX-512 machine trains what an AVX2 one does (rbl_core/reproducibility.py)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,9 @@ import sys
 from pathlib import Path
 
 import torch
+
+from rbl_core.reproducibility import PINNED_ISA, kernels_pinned
+from rbl_core.training import deterministic_training
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,3 +58,37 @@ def test_weights_do_not_depend_on_the_callers_thread_count(tmp_path: Path) -> No
     assert sa.keys() == sb.keys()
     differing = {k: float((sa[k] - sb[k]).abs().max()) for k in sa if not torch.equal(sa[k], sb[k])}
     assert not differing, f"weights differ between 1 and 2 threads (max abs diff per tensor): {differing}"
+
+
+def test_training_runs_the_pinned_cpu_kernels_and_hands_onednn_back() -> None:
+    # conftest imports rbl_core before torch runs anything, as every robustbench-local package does.
+    assert os.environ["ATEN_CPU_CAPABILITY"] == PINNED_ISA.lower() and os.environ["MKL_CBWR"].startswith(PINNED_ISA)
+    assert kernels_pinned(), torch.backends.cpu.get_cpu_capability()
+    before = torch.backends.mkldnn.enabled
+    with deterministic_training():
+        assert not torch.backends.mkldnn.enabled and torch.get_num_threads() == 1
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.mkldnn.enabled == before
+
+
+_EARLY_TORCH_CHILD = """
+import warnings
+import torch
+torch.ones(3).sum()   # torch picks its kernels here, before rbl_core can pin them
+from rbl_core.training import deterministic_training
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    with deterministic_training():
+        pass
+print([str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)])
+"""
+
+
+def test_training_after_torch_ran_unpinned_kernels_warns_that_the_weights_are_this_machines() -> None:
+    # The user chose other kernels before importing rbl_core (pin_cpu_kernels keeps a user's value).
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", _EARLY_TORCH_CHILD], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "not pinned to AVX2" in proc.stdout and "this machine's" in proc.stdout, proc.stdout

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rbl_core.training import deterministic_training
+
 
 @dataclass(frozen=True)
 class GANConfig:
@@ -128,25 +130,27 @@ def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.
         p.requires_grad_(False)
     target = target_grid.detach().unsqueeze(0)
     try:
-        for _ in range(cfg.steps):
-            x = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=gen)]
-            x_adv = perturb(g, x, eps, straight_through=True)
-            if cfg.adv_weight > 0:
-                real, fake = d(x), d(x_adv.detach())
-                loss_d = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                          + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
-                opt_d.zero_grad()
-                loss_d.backward()
-                opt_d.step()
-            loss = cfg.alpha * feature_loss(model.encode(x_adv), target).mean()
-            if cfg.adv_weight > 0:
-                fooled = d(x_adv)
-                loss = loss + cfg.adv_weight * F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-            if cfg.beta > 0:
-                loss = loss + cfg.beta * (x_adv - x).pow(2).flatten(1).mean(dim=1).mean()
-            opt_g.zero_grad()
-            loss.backward()
-            opt_g.step()
+        # one thread, deterministic kernels, oneDNN off: a seeded generator is the same on every machine
+        with deterministic_training():
+            for _ in range(cfg.steps):
+                x = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=gen)]
+                x_adv = perturb(g, x, eps, straight_through=True)
+                if cfg.adv_weight > 0:
+                    real, fake = d(x), d(x_adv.detach())
+                    loss_d = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                              + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+                    opt_d.zero_grad()
+                    loss_d.backward()
+                    opt_d.step()
+                loss = cfg.alpha * feature_loss(model.encode(x_adv), target).mean()
+                if cfg.adv_weight > 0:
+                    fooled = d(x_adv)
+                    loss = loss + cfg.adv_weight * F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+                if cfg.beta > 0:
+                    loss = loss + cfg.beta * (x_adv - x).pow(2).flatten(1).mean(dim=1).mean()
+                opt_g.zero_grad()
+                loss.backward()
+                opt_g.step()
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
