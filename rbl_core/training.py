@@ -32,9 +32,10 @@ def deterministic_training() -> Iterator[None]:
     ATen's own convolution (im2col and MKL's reproducible GEMM) does.
     """
     if not kernels_pinned():
-        warnings.warn(f"torch ran a kernel before rbl_core was imported, so its CPU kernels are not pinned to "
-                      f"{PINNED_ISA}: these weights are this machine's, not the recipe's. Import rbl_core (or any "
-                      f"robustbench-local package) before running torch code.", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"torch's CPU kernels are not pinned to {PINNED_ISA} (torch ran before rbl_core was imported, or "
+                      f"ATEN_CPU_CAPABILITY names another set): these weights are this machine's, not the recipe's. "
+                      f"Import rbl_core (or any robustbench-local package) before running torch code.",
+                      RuntimeWarning, stacklevel=3)
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
