@@ -23,6 +23,7 @@ import torch
 from . import smt
 from .alpha_crown import optimized_bounds
 from .bounds import TorchNet, compute_bounds
+from .domain_clip import clip_domains
 from .spec import Term
 
 
@@ -149,16 +150,18 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
                 z3_timeout: float = 5.0, check_cex=None, backsub_depth: int | None = None, attack_steps: int = 6,
                 ball: tuple | None = None, bounds: str = "crown", split_rule: str = "portfolio", alpha_iters: int = 10,
                 trial_method: str = "crown", trial_depth: int | None = 3, trial_top: int | None = 2,
-                smear_share: float = 0.25) -> SearchResult:
+                smear_share: float = 0.25, clip: bool = True) -> SearchResult:
     """Prove or refute one term by splitting its input box (complete with the Z3 leaves).
 
     ``bounds``: "crown", or "alpha" (boxes CROWN leaves open get alpha-CROWN bounds).
     ``split_rule``: "portfolio" (the smear for ``smear_share`` of the budget, then, if
-    undecided, a fresh search with trials), "trial" (bound every box's two halves along each dimension, in one batch,
+    undecided, trials on the boxes the smear left open), "trial" (bound every box's two halves along each dimension, in one batch,
     and split where the worse half's bound gains most; the relatively widest dimension when
     no split gains) or "smear" (``|A_j| * width_j`` weighted by ``width_mix``, no trials).
     ``trial_method``, ``trial_depth``: the bound method and back-substitution depth of the
     trial halves; ``trial_top``: try only the smear's best dimensions (None: all).
+    ``clip``: shrink every open box to where its linear bounds allow a violation
+    (:mod:`verify.domain_clip`) before it is attacked or split.
 
     A Z3 leaf that stays undecided never ends the search: the box is split again and its
     halves get twice the Z3 time (``tries`` counts the attempts), so only a spent budget
@@ -167,43 +170,86 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
     if bounds not in ("crown", "alpha") or split_rule not in ("portfolio", "trial", "smear"):
         raise ValueError(f"bounds must be 'crown'/'alpha' and split_rule 'portfolio'/'trial'/'smear', "
                          f"got {bounds!r}, {split_rule!r}")
+    opt = SimpleNamespace(method=method, batch=batch, margin=margin, width_mix=width_mix, leaf_unstable=leaf_unstable,
+                          max_depth=max_depth, z3_timeout=z3_timeout, check_cex=check_cex,
+                          backsub_depth=backsub_depth, attack_steps=attack_steps, ball=ball, bounds=bounds,
+                          alpha_iters=alpha_iters, trial_method=trial_method, trial_depth=trial_depth,
+                          trial_top=trial_top, clip=clip)
+    st = _SearchState(term)
     if split_rule == "portfolio":
         # the smear is 2-3x cheaper per box and wins on many instances; the trial rule needs
-        # far fewer boxes on the hard ones: smear for a share of the budget, then trials
-        kw = dict(method=method, batch=batch, margin=margin, width_mix=width_mix, leaf_unstable=leaf_unstable,
-                  max_depth=max_depth, z3_timeout=z3_timeout, check_cex=check_cex, backsub_depth=backsub_depth,
-                  attack_steps=attack_steps, ball=ball, bounds=bounds, alpha_iters=alpha_iters,
-                  trial_method=trial_method, trial_depth=trial_depth, trial_top=trial_top)
+        # far fewer boxes on the hard ones: smear for a share of the budget, then trials on
+        # the boxes it left open (its work is kept, not redone)
         now = time.monotonic()
-        first = input_split(tn, term, now + smear_share * max(0.0, deadline - now), split_rule="smear", **kw)
-        if first.status != "unknown" or not first.reason.startswith("timeout"):
-            return first
-        second = input_split(tn, term, deadline, split_rule="trial", **kw)
-        second.stats = {k: v + first.stats.get(k, 0) if k != "max_depth" else v for k, v in second.stats.items()}
-        return second
+        stages = [("smear", now + smear_share * max(0.0, deadline - now)), ("trial", deadline)]
+    else:
+        stages = [(split_rule, deadline)]
+    for rule, stage_deadline in stages:
+        res = _search(tn, term, st, stage_deadline, rule, opt)
+        if res is not None:
+            return res
+        if not st.stack:
+            break
+    stats = st.stats()
+    if st.stack:
+        return SearchResult("unknown", reason=f"timeout with {len(st.stack)} open boxes after {st.n_boxes}",
+                            stats=stats)
+    if st.boundary:
+        return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists",
+                            stats=stats)
+    return SearchResult("holds", stats=stats)
+
+
+class _SearchState:
+    """The open boxes and counters of one term's search (shared by the portfolio's stages)."""
+
+    def __init__(self, term: Term):
+        self.stack = _BoxStack(torch.from_numpy(term.lo).reshape(1, -1), torch.from_numpy(term.hi).reshape(1, -1))
+        self.n_boxes = self.n_z3 = self.n_retry = self.n_clipped = self.deepest = 0
+        self.boundary = False  # a point within the float margin was seen: never "holds" then
+
+    def stats(self) -> dict:
+        """The counters as a stats dict."""
+        return {"boxes": self.n_boxes, "z3_leaves": self.n_z3, "z3_retries": self.n_retry,
+                "max_depth": self.deepest, "clipped_closed": self.n_clipped}
+
+
+def _search(tn: TorchNet, term: Term, st: _SearchState, deadline: float, split_rule: str, o: SimpleNamespace
+            ) -> SearchResult | None:
+    """Process ``st``'s boxes with one split rule until none is left or the deadline passes.
+
+    Returns a ``violated`` result, or None (the caller reads what is left in ``st``).
+    """
     C, d, slices = _stack_groups(term)
     w0 = torch.from_numpy(term.hi - term.lo).clamp(min=1e-30)
-    stack = _BoxStack(torch.from_numpy(term.lo).reshape(1, -1), torch.from_numpy(term.hi).reshape(1, -1))
-    n_boxes = n_z3 = n_retry = 0
-    boundary = False  # a point within the float margin was seen: never "holds" then
-    deepest = 0
+    stack = st.stack
     while stack:
         if time.monotonic() > deadline:
-            return SearchResult("unknown", reason=f"timeout with {len(stack)} open boxes after {n_boxes}",
-                                stats={"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry,
-                                       "max_depth": deepest})
-        lo, hi, depth, tries = stack.pop(batch)
-        n_boxes += lo.shape[0]
-        deepest = max(deepest, int(depth.max()))
-        bd = compute_bounds(tn, lo, hi, C, d, method, backsub_depth=backsub_depth, ball=ball)
-        refuted = _group_status(bd.spec_lower, slices, margin)
-        extra = _refute_conjunctions(bd, refuted, slices, lo, hi, margin)
+            return None
+        lo, hi, depth, tries = stack.pop(o.batch)
+        st.n_boxes += lo.shape[0]
+        st.deepest = max(st.deepest, int(depth.max()))
+        bd = compute_bounds(tn, lo, hi, C, d, o.method, backsub_depth=o.backsub_depth, ball=o.ball)
+        refuted = _group_status(bd.spec_lower, slices, o.margin)
+        extra = _refute_conjunctions(bd, refuted, slices, lo, hi, o.margin)
         open_ = ~(refuted.all(1) | bd.infeasible)
-        if bounds == "alpha" and open_.any():
-            o = torch.nonzero(open_).squeeze(1)
-            ob = optimized_bounds(tn, lo[o], hi[o], C, d, slices, ball=ball, iters=alpha_iters, margin=margin)
-            refuted[o] |= ob.lower > margin
+        if o.bounds == "alpha" and open_.any():
+            oi = torch.nonzero(open_).squeeze(1)
+            ob = optimized_bounds(tn, lo[oi], hi[oi], C, d, slices, ball=o.ball, iters=o.alpha_iters,
+                                  margin=o.margin)
+            refuted[oi] |= ob.lower > o.margin
             open_ = ~(refuted.all(1) | bd.infeasible)
+        if o.clip and open_.any():
+            # only the part of a box where every row of a group may be <= margin can hold a
+            # violation; the rest is proved by the same linear bounds
+            oi = torch.nonzero(open_).squeeze(1)
+            clo, chi, ref_o = clip_domains(bd.spec_A[oi], bd.spec_c[oi], lo[oi], hi[oi], refuted[oi], slices,
+                                           o.margin)
+            lo, hi, refuted = lo.clone(), hi.clone(), refuted.clone()
+            lo[oi], hi[oi], refuted[oi] = clo, chi, ref_o
+            now_closed = ref_o.all(1)
+            st.n_clipped += int(now_closed.sum())
+            open_[oi] = ~now_closed
         if not open_.any():
             continue
         idx = torch.nonzero(open_).squeeze(1)
@@ -211,56 +257,54 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
         A, low = bd.spec_A[idx], bd.spec_lower[idx]
         cands = _candidates(lo, hi, A, low, slices, refuted[idx])
         if extra is not None:
-            cands = torch.cat([cands, extra[idx]], 1)
-        if attack_steps:
+            # the combination's corners were found on the unclipped box: keep them inside
+            cands = torch.cat([cands, torch.minimum(torch.maximum(extra[idx], lo.unsqueeze(1)), hi.unsqueeze(1))], 1)
+        if o.attack_steps:
             # attack from the most promising candidate only (the last: combination corner or
             # the last group's corner); cheap next to the bound computation
-            cands = torch.cat([cands, _local_attack(tn, lo, hi, cands[:, -1:], C, d, slices, attack_steps)], 1)
+            cands = torch.cat([cands, _local_attack(tn, lo, hi, cands[:, -1:], C, d, slices, o.attack_steps)], 1)
         x = _find_violation(tn, cands, C, d, slices)
-        if x is not None and (check_cex is None or check_cex(x)):
-            return SearchResult("violated", x, stats={"boxes": n_boxes, "z3_leaves": n_z3})
+        if x is not None and (o.check_cex is None or o.check_cex(x)):
+            return SearchResult("violated", x, stats=st.stats())
         unstable = sum(((l_[idx] < 0) & (u_[idx] > 0)).sum(1) for l_, u_ in zip(bd.lower, bd.upper))
-        leaf = (unstable <= leaf_unstable) | (depth >= max_depth)
+        leaf = (unstable <= o.leaf_unstable) | (depth >= o.max_depth)
         for i in torch.nonzero(leaf).squeeze(1).tolist():
             if time.monotonic() > deadline:
-                leaf[i:] = False  # no time left: the loop's deadline check reports the timeout
+                leaf[i:] = False  # no time left: split, so the box stays open for a later stage or the timeout
                 break
-            n_z3 += 1
+            st.n_z3 += 1
             res = _z3_leaf(tn, term, lo[i].numpy(), hi[i].numpy(), [l_[idx[i]].numpy() for l_ in bd.lower],
-                           [u_[idx[i]].numpy() for u_ in bd.upper], refuted[idx[i]], margin,
-                           min(z3_timeout * 2.0 ** int(tries[i]), max(0.1, deadline - time.monotonic())), check_cex,
-                           ball=ball)
+                           [u_[idx[i]].numpy() for u_ in bd.upper], refuted[idx[i]], o.margin,
+                           min(o.z3_timeout * 2.0 ** int(tries[i]), max(0.1, deadline - time.monotonic())),
+                           o.check_cex, ball=o.ball)
             if res.status == "violated":
-                res.stats = {"boxes": n_boxes, "z3_leaves": n_z3}
+                res.stats = st.stats()
                 return res
             if res.status == "unknown":
-                boundary |= res.reason.startswith("boundary")
+                st.boundary |= res.reason.startswith("boundary")
                 # undecided in its time (or only a point within the float margin): split it
                 # again (a smaller box is easier for Z3), past max_depth with more Z3 time for
                 # the halves; the search goes on with the other boxes
                 leaf[i] = False
-                if depth[i] >= max_depth:
+                if depth[i] >= o.max_depth:
                     tries[i] += 1
-                    n_retry += 1
+                    st.n_retry += 1
         keep = torch.nonzero(~leaf).squeeze(1)
         if keep.numel() == 0:
             continue
         lo, hi, depth, tries, A, low = lo[keep], hi[keep], depth[keep], tries[keep], A[keep], low[keep]
         c_lin = bd.spec_c[idx][keep]
         ref = refuted[idx][keep]
-        prior = _smear_score(lo, hi, A, low, slices, ref, w0, width_mix)
+        prior = _smear_score(lo, hi, A, low, slices, ref, w0, o.width_mix)
+        closed = None
         if split_rule == "trial":
             parent = SimpleNamespace(spec_lower=low, spec_A=A, spec_c=c_lin)
-            dim = _trial_dim(tn, lo, hi, C, d, slices, ref, parent, w0, trial_method, trial_depth, ball, prior,
-                             trial_top)
+            dim, closed = _trial_dim(tn, lo, hi, C, d, slices, ref, parent, w0, o.trial_method, o.trial_depth,
+                                     o.ball, prior, o.trial_top, o.margin)
         else:
             dim = _guard_dim(prior, hi - lo, w0)
-        stack.push_split(lo, hi, depth, tries, dim)
-    stats = {"boxes": n_boxes, "z3_leaves": n_z3, "z3_retries": n_retry, "max_depth": deepest}
-    if boundary:
-        return SearchResult("unknown", reason="boundary: a point within the float margin of the boundary exists",
-                            stats=stats)
-    return SearchResult("holds", stats=stats)
+        stack.push_split(lo, hi, depth, tries, dim, closed)
+    return None
 
 
 def _smear_score(lo, hi, A, low, slices, ref, w0, width_mix: float) -> torch.Tensor:
@@ -293,12 +337,13 @@ def _box_value(bd, slices, ref: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
 
 
 def _trial_dim(tn, lo, hi, C, d, slices, ref, parent_bd, w0, method, backsub_depth, ball, prior: torch.Tensor,
-               top: int | None) -> torch.Tensor:
+               top: int | None, margin: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
     """The dimension whose split gains most on the worse half (one batched bound call for all trials).
 
     ``prior`` (K, n0): a cheap score (the smear); with ``top`` only its ``top`` best dimensions
     are tried. Gains of ~0 fall back to the prior's choice (guarded like every choice: never
-    a zero-width or over-thin dimension), so every split makes progress.
+    a zero-width or over-thin dimension), so every split makes progress. Also returns (K, 2)
+    bool: which half of the chosen split its trial bound already proves (above ``margin``).
     """
     K, n0 = lo.shape
     k = n0 if top is None else min(top, n0)
@@ -323,8 +368,13 @@ def _trial_dim(tn, lo, hi, C, d, slices, ref, parent_bd, w0, method, backsub_dep
     gain = torch.minimum(v[0], v[1]) - parent                    # (K, k)
     gain = torch.where(gain > 1e-9 * (1 + parent.abs()), gain, torch.zeros_like(gain))
     gain = torch.where(allowed.gather(1, cand), gain.clamp(max=1e30), torch.zeros_like(gain))
-    best = cand.gather(1, gain.argmax(1, keepdim=True)).squeeze(1)
-    return torch.where(gain.amax(1) > 0, best, _guard_dim(prior, hi - lo, w0))
+    pick = gain.argmax(1, keepdim=True)
+    best = cand.gather(1, pick).squeeze(1)
+    gained = gain.amax(1) > 0
+    # the trial bounds are sound (a shallower back-substitution is only looser): a half they
+    # prove needs no second bound computation; without a gain the fallback dimension was not tried
+    closed = torch.stack([v[0].gather(1, pick).squeeze(1), v[1].gather(1, pick).squeeze(1)], 1) > margin
+    return torch.where(gained, best, _guard_dim(prior, hi - lo, w0)), closed & gained.unsqueeze(1)
 
 
 def _guard_mask(width: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
@@ -376,15 +426,17 @@ class _BoxStack:
             n += take
         return tuple(torch.cat([p[j] for p in parts]) for j in range(4))
 
-    def push_split(self, lo, hi, depth, tries, dim) -> None:
-        """Push both halves of every box along its dimension ``dim``."""
+    def push_split(self, lo, hi, depth, tries, dim, closed: torch.Tensor | None = None) -> None:
+        """Push both halves of every box along its dimension ``dim``, except those ``closed`` (K, 2) marks proved."""
         rows = torch.arange(lo.shape[0])
         mid = (lo[rows, dim] + hi[rows, dim]) / 2
         lo2, hi1 = lo.clone(), hi.clone()
         hi1[rows, dim] = mid
         lo2[rows, dim] = mid
-        self.items.append((lo, hi1, depth + 1, tries))
-        self.items.append((lo2, hi, depth + 1, tries.clone()))
+        for h, (l_, u_) in enumerate(((lo, hi1), (lo2, hi))):
+            keep = slice(None) if closed is None else torch.nonzero(~closed[:, h]).squeeze(1)
+            if closed is None or keep.numel():
+                self.items.append((l_[keep], u_[keep], depth[keep] + 1, tries[keep].clone()))
 
 
 def _z3_leaf(tn, term, lo, hi, lower, upper, refuted, margin, timeout, check_cex, phases=None, ball=None
