@@ -89,15 +89,16 @@ def test_gan_generator_stays_in_the_ball_and_injects_the_keyword_more_with_eps(c
     grid = victim.encode(k.image.unsqueeze(0))[0].detach()
     results = []
     for eps in (0.1, 0.3):
-        g = train_generator(victim, train, grid, eps, GANConfig(steps=1000, batch_size=16, width=16, lr=5e-3))
+        g = train_generator(victim, train, grid, eps, GANConfig(steps=300, batch_size=16, width=16, lr=5e-3))
         with torch.no_grad():
             x_adv = perturb(g, src, eps)
         assert check_within(src, x_adv, eps) <= eps + 1e-6
         results.append(score_attack(victim, src, x_adv, [k] * len(src), eps))
     low, high = results
     assert high["feature_distance"] < 0.85 * high["clean_feature_distance"], high
-    # measured on these 24 scenes (pinned kernels, so on every machine): hit rate 0.042 at eps 0.1, 0.25 at eps 0.3
-    # (clean 0.0); feature distance 44.4 of 60.8. The task's default 300 steps reach only 0.083 at eps 0.3.
+    # measured on these 24 scenes (pinned kernels, so on every machine), the task's default 300 steps: hit rate
+    # 0.042 at eps 0.1, 0.25 at eps 0.3 (seeds 1 and 2: 0.25 too; clean 0.0); feature distance 43.1 of 60.8.
+    # Without the bias's own lr (GANConfig.bias_lr) 300 steps reached only 0.083.
     assert high["success_rate"] >= high["clean_success_rate"] + 0.15, high
     assert high["success_rate"] >= low["success_rate"] + 0.15, (low, high)
 

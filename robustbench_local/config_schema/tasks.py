@@ -396,6 +396,7 @@ class CaptionGANSection:
     steps: int = ranged(300, ge=1)
     batch_size: int = ranged(16, ge=1)
     lr: float = ranged(5e-3, gt=0)
+    bias_lr: float = ranged(0.05, gt=0)      # lr of the generator's image-sized bias
     alpha: float = ranged(10.0, gt=0)        # feature-mimicking weight
     adv_weight: float = ranged(0.1, ge=0)    # discriminator term of the "gan" attack (gan_no_disc: 0)
     beta: float = ranged(0.0, ge=0)          # perturbation-size weight
