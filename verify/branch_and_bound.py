@@ -188,7 +188,7 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
             # a later stage starts again from the whole box: continuing from the smear's deep
             # boxes loses counterexamples the trial rule finds early on big boxes (1_9 prop_7:
             # violated at 32 s restarted, unknown at 116 s continued); the counters carry on
-            st.stack = _SearchState(term).stack
+            st.restart()
         res = _search(tn, term, st, stage_deadline, rule, opt)
         if res is not None:
             return res
@@ -205,12 +205,18 @@ def input_split(tn: TorchNet, term: Term, deadline: float, method: str = "crown"
 
 
 class _SearchState:
-    """The open boxes and counters of one term's search (shared by the portfolio's stages)."""
+    """The open boxes and counters of one term's search (the counters run on across the portfolio's stages)."""
 
     def __init__(self, term: Term):
-        self.stack = _BoxStack(torch.from_numpy(term.lo).reshape(1, -1), torch.from_numpy(term.hi).reshape(1, -1))
+        self.term = term
+        self.restart()
         self.n_boxes = self.n_z3 = self.n_retry = self.n_clipped = self.deepest = 0
         self.boundary = False  # a point within the float margin was seen: never "holds" then
+
+    def restart(self) -> None:
+        """Open the term's whole box again as the only box (the counters are kept)."""
+        lo, hi = self.term.lo, self.term.hi
+        self.stack = _BoxStack(torch.from_numpy(lo).reshape(1, -1), torch.from_numpy(hi).reshape(1, -1))
 
     def stats(self) -> dict:
         """The counters as a stats dict."""
@@ -341,7 +347,7 @@ def _box_value(bd, slices, ref: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
 
 
 def _trial_dim(tn, lo, hi, C, d, slices, ref, parent_bd, w0, method, backsub_depth, ball, prior: torch.Tensor,
-               top: int | None, margin: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
+               top: int | None, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The dimension whose split gains most on the worse half (one batched bound call for all trials).
 
     ``prior`` (K, n0): a cheap score (the smear); with ``top`` only its ``top`` best dimensions
