@@ -31,9 +31,15 @@ def test_scenes():
 
 
 @pytest.fixture(scope="module")
-def target(captioners, test_scenes):
+def train_scenes():
+    data = load_dataset("mnist_captions", "train", n=2000)
+    return data.x, [decode(y) for y in data.y]
+
+
+@pytest.fixture(scope="module")
+def target(captioners, test_scenes, train_scenes):
     x, refs = test_scenes
-    targeted, keyword = pick_targets(captioners[0], x, refs, 1, ["seven"], pool_start=500)
+    targeted, keyword = pick_targets(captioners[0], x, refs, 1, ["seven"], pool_start=500, train=train_scenes)
     return targeted[0], keyword[0]
 
 
@@ -63,7 +69,7 @@ def test_targeted_attack_far_above_clean_rate_and_features_reach_the_target(capt
     assert res["clean_success_rate"] == 0.0
     assert res["success_rate"] >= 0.5, res["success_rate"]      # measured 0.83 at eps 0.2 on 30 scenes
     # feature mimicking: x' ends far closer to the target grid than two different clean images are
-    grid = victim.encode(t.image.unsqueeze(0))[0].detach()
+    grid = t.feature_grid(victim)
     x_feat = pgd_feature(victim, src, grid, 0.3, steps=50)
     natural = natural_distance(victim, x[:200])
     feat = score_attack(victim, src, x_feat, [t] * len(src), 0.3)
@@ -80,13 +86,15 @@ def test_keyword_hit_rate_rises_with_eps(captioners, test_scenes, target):
     assert rates[0] + 0.3 <= rates[1], rates
 
 
-def test_gan_generator_stays_in_the_ball_and_injects_the_keyword_more_with_eps(captioners, test_scenes, target):
+def test_gan_generator_stays_in_the_ball_and_injects_the_keyword_more_with_eps(captioners, test_scenes, train_scenes,
+                                                                               target):
     x, refs = test_scenes
     victim = captioners[0]
     k = target[1]
     src = x[_sources(refs, k)]
-    train = load_dataset("mnist_captions", "train", n=2000).x
-    grid = victim.encode(k.image.unsqueeze(0))[0].detach()
+    train = train_scenes[0]
+    grid = k.feature_grid(victim)
+    assert k.feature_images is not None and len(k.feature_images) > 100   # the train scenes with "seven"
     results = []
     for eps in (0.1, 0.3):
         g = train_generator(victim, train, grid, eps, GANConfig(steps=300, batch_size=16, width=16, lr=5e-3))
@@ -96,11 +104,11 @@ def test_gan_generator_stays_in_the_ball_and_injects_the_keyword_more_with_eps(c
         results.append(score_attack(victim, src, x_adv, [k] * len(src), eps))
     low, high = results
     assert high["feature_distance"] < 0.85 * high["clean_feature_distance"], high
-    # measured on these 24 scenes (pinned kernels, so on every machine), the task's default 300 steps: hit rate
-    # 0.042 at eps 0.1, 0.25 at eps 0.3 (seeds 1 and 2: 0.25 too; clean 0.0); feature distance 43.1 of 60.8.
-    # Without the bias's own lr (GANConfig.bias_lr) 300 steps reached only 0.083.
-    assert high["success_rate"] >= high["clean_success_rate"] + 0.15, high
-    assert high["success_rate"] >= low["success_rate"] + 0.15, (low, high)
+    # measured on these 24 scenes (pinned kernels, so on every machine), the task's default 300 steps, mimicking the
+    # mean grid of the 460 train scenes with "seven": hit rate 0.167 at eps 0.1, 0.583 at 0.2, 0.625 at 0.3 (clean
+    # 0.0); feature distance 29.8 of 43.2. One keyword scene's grid as the target reached 0.21 at eps 0.3.
+    assert high["success_rate"] >= high["clean_success_rate"] + 0.4, high
+    assert high["success_rate"] >= low["success_rate"] + 0.3, (low, high)
 
 
 def test_out_of_ball_perturbation_is_rejected(test_scenes):
@@ -109,6 +117,8 @@ def test_out_of_ball_perturbation_is_rejected(test_scenes):
         check_within(x, (x + 0.2).clamp(0, 1), 0.1)
     with pytest.raises(ValueError, match="keyword"):
         CaptionTarget("keyword", x[0], "a red one left of a blue two", keyword="seven")
+    with pytest.raises(ValueError, match="feature_images"):
+        CaptionTarget("targeted", x[0], "a red one left of a blue two", feature_images=x[0])
 
 
 def test_task_writes_caption_rows_table_and_figure(tmp_path, captioners):

@@ -30,6 +30,8 @@ class CaptionTarget:
     image: torch.Tensor          # (3, H, W)
     caption: str
     keyword: str | None = None
+    # images (N, 3, H, W) whose mean encoder grid the feature attacks mimic; None: the target image's own grid
+    feature_images: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -38,11 +40,21 @@ class CaptionTarget:
             raise ValueError("a keyword target needs a keyword, a targeted one none")
         if self.keyword is not None and self.keyword not in self.caption.split():
             raise ValueError(f"keyword {self.keyword!r} is not in the target caption {self.caption!r}")
+        f = self.feature_images
+        if f is not None and (f.dim() != 4 or len(f) == 0 or f.shape[1:] != self.image.shape):
+            raise ValueError(f"feature_images must be (N >= 1, {', '.join(map(str, self.image.shape))}) images like "
+                             f"the target image, got shape {tuple(f.shape)}")
 
     @property
     def tokens(self) -> torch.Tensor:
         """The target caption's token ids (MAX_LEN,)."""
         return encode(self.caption.split())
+
+    @torch.no_grad()
+    def feature_grid(self, model: Captioner) -> torch.Tensor:
+        """The encoder grid (C, H, W) the feature attacks mimic: the mean over ``feature_images``, else the image's."""
+        images = self.image.unsqueeze(0) if self.feature_images is None else self.feature_images
+        return torch.cat([model.encode(chunk) for chunk in images.split(256)]).mean(dim=0)
 
 
 @torch.no_grad()
@@ -52,11 +64,10 @@ def greedy_captions(model: Captioner, x: torch.Tensor, batch_size: int = 256) ->
 
 
 @torch.no_grad()
-def grid_distance(model: Captioner, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image L2 distance between the encoder grids of ``x`` and of ``target`` (one image or one per x)."""
+def grid_distance(model: Captioner, x: torch.Tensor, target_grid: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 distance between the encoder grids of ``x`` and ``target_grid`` (one (C, H, W) grid or one per x)."""
     a = model.encode(x).flatten(1)
-    b = model.encode(target.unsqueeze(0) if target.dim() == 3 else target).flatten(1)
-    return (a - b).norm(dim=1)
+    return (a - target_grid.reshape(-1, a.shape[1])).norm(dim=1)
 
 
 @torch.no_grad()
@@ -64,7 +75,7 @@ def natural_distance(model: Captioner, x: torch.Tensor) -> float:
     """Mean grid distance between different clean images (each image and the next one, cyclically)."""
     if len(x) < 2:
         raise ValueError("natural_distance needs at least two images")
-    return float(grid_distance(model, x, x.roll(1, dims=0)).mean())
+    return float(grid_distance(model, x, model.encode(x.roll(1, dims=0))).mean())
 
 
 def check_within(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> float:
@@ -96,7 +107,9 @@ def score_attack(victim: Captioner, x: torch.Tensor, x_adv: torch.Tensor, target
     if len(targets) != len(x) or len({t.strategy for t in targets}) != 1:
         raise ValueError(f"score_attack needs one target per image ({len(x)}), all of one strategy")
     linf = check_within(x, x_adv, eps)
-    images = torch.stack([t.image for t in targets])
+    # one grid per distinct target (its feature_grid may average many images), then one per image
+    grid_of = {id(t): t.feature_grid(victim) for t in targets}
+    grids = torch.stack([grid_of[id(t)] for t in targets])
     clean, adv = greedy_captions(victim, x), greedy_captions(victim, x_adv)
     clean_ok, _ = _outcome(clean, targets)
     ok, bleu = _outcome(adv, targets)
@@ -106,8 +119,8 @@ def score_attack(victim: Captioner, x: torch.Tensor, x_adv: torch.Tensor, target
            "success_rate": sum(ok) / n, "success_mask": encode_mask(ok),
            "clean_success_rate": sum(clean_ok) / n, "bleu_to_target": bleu,
            "max_linf": linf, "mean_l2": float((x_adv - x).flatten(1).norm(dim=1).mean()),
-           "feature_distance": float(grid_distance(victim, x_adv, images).mean()),
-           "clean_feature_distance": float(grid_distance(victim, x, images).mean()),
+           "feature_distance": float(grid_distance(victim, x_adv, grids).mean()),
+           "clean_feature_distance": float(grid_distance(victim, x, grids).mean()),
            "examples": [{"clean": c, "target": t.caption, "adversarial": a} for c, t, a in zip(clean, targets, adv)][:6]}
     if transfer is not None:
         t_ok, t_bleu = _outcome(greedy_captions(transfer, x_adv), targets)

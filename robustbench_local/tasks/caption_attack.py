@@ -74,8 +74,14 @@ def _clean_row(name: str, model: Captioner, x: torch.Tensor, refs: list[str], be
 
 
 def pick_targets(model: Captioner, x: torch.Tensor, refs: list[str], n_targeted: int, keywords: list[str],
-                 pool_start: int) -> tuple[list[CaptionTarget], list[CaptionTarget]]:
-    """Targets from the test scenes after ``pool_start`` that the victim captions correctly, distinct captions."""
+                 pool_start: int, train: tuple[torch.Tensor, list[str]]) -> tuple[list[CaptionTarget], list[CaptionTarget]]:
+    """Targets from the test scenes after ``pool_start`` that the victim captions correctly, distinct captions.
+
+    A keyword target's feature images are the ``train`` scenes (images, captions) containing the keyword: the
+    mean of their grids (seeds.md section 2 (a) 2) says the keyword in every slot, so mimicking it injects the
+    keyword wherever the source allows, where one scene's grid also asks for that scene's other objects
+    (GAN keyword hits at eps 0.3 on the test's sources: 21 % -> 62 %).
+    """
     hyp = greedy_captions(model, x[pool_start:])
     good = [pool_start + i for i, (h, r) in enumerate(zip(hyp, refs[pool_start:])) if h == r]
     targeted, used = [], set()
@@ -90,7 +96,10 @@ def pick_targets(model: Captioner, x: torch.Tensor, refs: list[str], n_targeted:
         i = next((i for i in good if k in refs[i].split() and refs[i] not in used), None)
         if i is None:
             raise ConfigError(f"no correctly captioned test scene contains keyword {k!r}")
-        keyword.append(CaptionTarget("keyword", x[i], refs[i], keyword=k))
+        with_k = [j for j, r in enumerate(train[1]) if k in r.split()]
+        if not with_k:
+            raise ConfigError(f"no train scene contains keyword {k!r}; raise task.gan.n_train")
+        keyword.append(CaptionTarget("keyword", x[i], refs[i], keyword=k, feature_images=train[0][with_k]))
         used.add(refs[i])
     if len(targeted) < n_targeted:
         raise ConfigError(f"only {len(targeted)} correctly captioned target scenes; lower task.targets")
@@ -108,7 +117,7 @@ def _sources(target: CaptionTarget, refs: list[str], n: int, pool_start: int) ->
 
 def _craft(attack: str, victim: Captioner, x: torch.Tensor, target: CaptionTarget, eps: float, t: DictConfig,
            x_train: torch.Tensor, seed: int) -> torch.Tensor:
-    grid = victim.encode(target.image.unsqueeze(0))[0].detach()
+    grid = target.feature_grid(victim)
     if attack in ("gan", "gan_no_disc"):
         spec = OmegaConf.to_container(t.gan, resolve=True)
         spec.pop("n_train")
@@ -134,8 +143,10 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     for name, model in ((t.victim, victim), (t.transfer, transfer)):
         yield _clean_row(name, model, test.x, refs, int(t.beam_n), cfg, ctx)
     natural = natural_distance(victim, test.x[:pool_start])
-    targeted, keyword = pick_targets(victim, test.x, refs, int(t.targets), list(t.keywords), pool_start)
-    x_train = load_dataset(cfg.dataset.name, "train", root=ctx.data_root, n=int(t.gan.n_train)).x
+    train = load_dataset(cfg.dataset.name, "train", root=ctx.data_root, n=int(t.gan.n_train))
+    x_train = train.x
+    targeted, keyword = pick_targets(victim, test.x, refs, int(t.targets), list(t.keywords), pool_start,
+                                     (x_train, [decode(y) for y in train.y]))
     rows: list[ResultRow] = []
     examples: dict[str, tuple] = {}
     for strategy, targets in (("targeted", targeted), ("keyword", keyword)):
