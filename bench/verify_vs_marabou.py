@@ -7,7 +7,7 @@ timeout (116 s). ``--only 1_8:2,4_2:2``: those instances. ``--mnist DIR``: the i
 ``DIR/instances.csv`` written by ``bench/mnist_fc.py`` (no expected answers: "wrong" there
 counts disagreements between solved answers of the engines). Each (instance, engine) job runs
 in its own process with one thread; ``--workers`` jobs run at a time (2 = both cores).
-Prints progress (instances done, solved so far), then per engine solved, wrong answers
+Prints progress (instances done, solved so far), then per engine solved (answers within the timeout), wrong answers
 (against ``expected.csv``; must be 0), median and total time, and the time ratio. Every
 counterexample is re-checked with onnxruntime.
 
@@ -112,10 +112,13 @@ def _summary(rows: list[dict], engines: list[str], label: str) -> None:
                                               for o in by_inst[r["instance"]].values())]
         bad_cex = [r for r in rs if r["cex_onnxruntime_ok"] is False]
         total = sum(min(r["time_s"], r["timeout"]) for r in rs)
-        med = statistics.median([r["time_s"] for r in solved]) if solved else float("nan")
+        # as in VNN-COMP, an answer after the timeout does not count as solved (it is still checked for wrongness)
+        in_time = [r for r in solved if r["time_s"] <= r["timeout"]]
+        late = f"  ({len(solved) - len(in_time)} more after the timeout)" if len(in_time) < len(solved) else ""
+        med = statistics.median([r["time_s"] for r in in_time]) if in_time else float("nan")
         totals[e] = total
-        print(f"{label:10s} {e:8s} solved {len(solved):3d}/{len(rs):3d}  wrong {len(wrong)}  "
-              f"bad counterexamples {len(bad_cex)}  median {med:7.2f} s  total time {total:8.1f} s", flush=True)
+        print(f"{label:10s} {e:8s} solved {len(in_time):3d}/{len(rs):3d}  wrong {len(wrong)}  "
+              f"bad counterexamples {len(bad_cex)}  median {med:7.2f} s  total time {total:8.1f} s{late}", flush=True)
     if "ours" in engines and "marabou" in engines and totals["marabou"] > 0:
         print(f"{label:10s} time ratio ours/marabou = {totals['ours'] / totals['marabou']:.3f}")
 

@@ -32,6 +32,7 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
     domains = [[torch.zeros(1, n, dtype=torch.int8) for n in sizes]]
     deferred: list[tuple] = []  # (lower, upper, phases, tries) of Z3 leaves undecided in their time
     n_dom = n_z3 = n_retry = 0
+    per_domain = None  # seconds per domain of the last batch's bounds
     boundary = False
 
     def stats() -> dict:
@@ -59,9 +60,17 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
                 if not res.reason.startswith("boundary"):
                     deferred.append((lows, ups, ph, ref, tries + 1))
             continue
-        phases = _pop_phases(domains, batch)
+        # a batch's bounds cannot be interrupted (6 s for 64 domains of a 4 x 256 MNIST net): take only as many
+        # domains as the time left allows at the last batch's pace, so an answer never arrives after the deadline
+        fit = batch if per_domain is None else int((deadline - time.monotonic()) / per_domain)
+        if fit < 1:
+            left = sum(p[0].shape[0] for p in domains) + len(deferred)
+            return SearchResult("unknown", reason=f"timeout with {left} open ReLU domains after {n_dom} (no time "
+                                                  f"left for another batch)", stats=stats())
+        phases = _pop_phases(domains, min(batch, fit))
         B = phases[0].shape[0]
         n_dom += B
+        t_batch = time.monotonic()
         lo, hi = lo0.expand(B, -1), hi0.expand(B, -1)
         bd = compute_bounds(tn, lo, hi, C, d, "crown", phases, ball=ball)
         if bounds == "beta":
@@ -72,6 +81,7 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
             _refute_conjunctions(bd, refuted, slices, lo, hi, margin)
             A_g = torch.stack([bd.spec_A[torch.arange(B), bd.spec_lower[:, s].argmax(1) + s.start]
                                for s in slices], 1)
+        per_domain = (time.monotonic() - t_batch) / B
         open_ = ~(refuted.all(1) | bd.infeasible)
         if not open_.any():
             continue
