@@ -43,11 +43,14 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
                         margin, min(z3_timeout * 2.0 ** tries, max(0.1, deadline - time.monotonic())), check_cex,
                         [p.numpy() for p in ph], ball)
 
+    def timeout(note: str = "") -> SearchResult:
+        left = sum(p[0].shape[0] for p in domains) + len(deferred)
+        return SearchResult("unknown", reason=f"timeout with {left} open ReLU domains after {n_dom}{note}",
+                            stats=stats())
+
     while domains or deferred:
         if time.monotonic() > deadline:
-            left = sum(p[0].shape[0] for p in domains) + len(deferred)
-            return SearchResult("unknown", reason=f"timeout with {left} open ReLU domains after {n_dom}",
-                                stats=stats())
+            return timeout()
         if not domains:
             lows, ups, ph, ref, tries = deferred.pop(0)
             n_retry += 1
@@ -64,9 +67,7 @@ def relu_split(tn: TorchNet, term: Term, deadline: float, batch: int = 64, margi
         # domains as the time left allows at the last batch's pace, so an answer never arrives after the deadline
         fit = batch if per_domain is None else int((deadline - time.monotonic()) / per_domain)
         if fit < 1:
-            left = sum(p[0].shape[0] for p in domains) + len(deferred)
-            return SearchResult("unknown", reason=f"timeout with {left} open ReLU domains after {n_dom} (no time "
-                                                  f"left for another batch)", stats=stats())
+            return timeout(" (no time left for another batch)")
         phases = _pop_phases(domains, min(batch, fit))
         B = phases[0].shape[0]
         n_dom += B
