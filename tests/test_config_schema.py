@@ -64,7 +64,7 @@ def _compose_error(*overrides: str) -> str:
     (["dataset.n_test=abc"], "dataset.n_test"),
     (["batch_size=abc"], "batch_size"),
     (["task=certify", "task.timeout=abc"], "task.timeout"),
-    (["task=cuda_poison", "task.victim.epochs=many"], "task.victim.epochs"),
+    (["task=unlearnable_poison", "task.victim.epochs=many"], "task.victim.epochs"),
     (["task=fooling_map_elites_cppn", "task.cppn_rates.weight=abc"], "task.cppn_rates.weight"),
 ])
 def test_a_wrong_type_fails_at_compose_time_naming_the_key(overrides: list[str], key: str) -> None:
@@ -94,10 +94,10 @@ def test_a_key_added_with_plus_fails_validate() -> None:
     (["task=certify", "task.timeout=0"], "task.timeout must be > 0, got 0.0"),
     (["task=certify", "task.method=magic"], "task.method must be one of auto, bounds, input_split, relu_split"),
     (["task=vnncomp", "task.limit=0"], "task.limit must be >= 1 (or null), got 0"),
-    (["task=cuda_poison", "task.cuda.kernel_size=4"], "task.cuda.kernel_size must be an odd integer >= 3, got 4"),
-    (["task=cuda_poison", "task.mixes=[0.5,2.0]"], "task.mixes[1] must be in [0, 1], got 2.0"),
-    (["task=cuda_poison", "task.mixes=[]"], "task.mixes must not be empty"),
-    (["task=cuda_poison", "task.trainings=[erm,l2_at]", "task.at_eps.L2=null"], "task.at_eps.L2 must be > 0"),
+    (["task=unlearnable_poison", "task.cuda.kernel_size=4"], "task.cuda.kernel_size must be an odd integer >= 3, got 4"),
+    (["task=unlearnable_poison", "task.mixes=[0.5,2.0]"], "task.mixes[1] must be in [0, 1], got 2.0"),
+    (["task=unlearnable_poison", "task.mixes=[]"], "task.mixes must not be empty"),
+    (["task=unlearnable_poison", "task.trainings=[erm,l2_at]", "task.at_eps.L2=null"], "task.at_eps.L2 must be > 0"),
     (["task=dverge_eval", "task.transferability.n=0"], "task.transferability.n must be >= 1 (or null), got 0"),
     (["task=fooling_map_elites_direct", "task.method=annealing"], "task.method must be one of map_elites"),
     (["task=fooling_map_elites_direct", "task.map_elites.cross_rate=1.5"], "task.map_elites.cross_rate must be in [0, 1]"),
@@ -117,7 +117,7 @@ def test_a_value_out_of_range_fails_validate_naming_the_key(overrides: list[str]
 def test_validate_accepts_nulls_and_range_edges() -> None:
     validate(compose_config("dataset.n_test=1", "threat.eps=null", "threat.norm=L0", "workers=1", "task=certify",
                             "task.n=null", "task.timeout=0.5"))
-    validate(compose_config("task=cuda_poison", "task.mixes=[0.0,1.0]", "task.at_eps.L2=null"))  # erm needs no eps
+    validate(compose_config("task=unlearnable_poison", "task.mixes=[0.0,1.0]", "task.at_eps.L2=null"))  # erm needs no eps
 
 
 def test_validate_leaves_a_task_without_schema_alone() -> None:

@@ -144,9 +144,9 @@ CUDA_TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
 
 @dataclass
 class CudaPoisonTask:
-    """``task=cuda_poison``: CUDA unlearnable data, poison then train."""
+    """``task=unlearnable_poison``: CUDA unlearnable data, poison then train."""
 
-    _target_: str = "robustbench_local.tasks.cuda_poison.run"
+    _target_: str = "robustbench_local.tasks.unlearnable_poison.run"
     n_train: int | None = ranged(None, ge=1)
     cuda: CudaSection = section(CudaSection)
     mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)
@@ -426,7 +426,7 @@ class CaptionAttackTask:
 TASKS: dict[str, type] = {
     "caption_attack": CaptionAttackTask,
     "defense_eval": DefenseEvalTask,
-    "certify": CertifyTask, "curve": CurveTask, "contextual_fusion": ContextualFusionTask, "cuda_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
+    "certify": CertifyTask, "curve": CurveTask, "contextual_fusion": ContextualFusionTask, "unlearnable_poison": CudaPoisonTask, "dverge_eval": DvergeEvalTask,
     "evaluate": EvaluateTask, "feature_guided_compare": FeatureGuidedCompareTask,
     "fooling_gradient_ascent": FoolingGradientAscentTask, "fooling_map_elites_cppn": FoolingMapElitesCppnTask,
     "fooling_map_elites_direct": FoolingMapElitesDirectTask, "fooling_retraining": FoolingRetrainingTask,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks.cuda.unlearnable import CudaConfig, PoisonedImages, poison_images
+from attacks.unlearnable.unlearnable import CudaConfig, PoisonedImages, poison_images
 from rbl_core.data import DataSplit
 
 __all__ = ["PoisonedDataset", "poison_split", "save_poisoned", "load_poisoned", "FORMAT_VERSION"]

@@ -1,9 +1,9 @@
 """CUDA strength vs kernel size and blur (not CI): one clean baseline, then one CUDA victim per variant.
 
-    python bench/cuda_ablation.py --dataset mnist --variants 3:0.3,5:0.3,7:0.3,3:1.0 --epochs 10
+    python bench/unlearnable_ablation.py --dataset mnist --variants 3:0.3,5:0.3,7:0.3,3:1.0 --epochs 10
 
 Used to answer "what would make CUDA bite on MNIST" without tuning the default method. Prints the
-same markdown rows as bench/cuda_table.py and appends them to results/cuda_ablation_<dataset>.jsonl.
+same markdown rows as bench/unlearnable_table.py and appends them to results/cuda_ablation_<dataset>.jsonl.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from attacks.cuda.evaluation import VictimConfig, clean_baseline, evaluate_cuda, format_table  # noqa: E402
-from attacks.cuda.unlearnable import CudaConfig  # noqa: E402
+from attacks.unlearnable.evaluation import VictimConfig, clean_baseline, evaluate_cuda, format_table  # noqa: E402
+from attacks.unlearnable.unlearnable import CudaConfig  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from attacks.cuda.evaluation import VictimConfig, clean_baseline, evaluate_cuda
-from attacks.cuda.unlearnable import CudaConfig
+from attacks.unlearnable.evaluation import VictimConfig, clean_baseline, evaluate_cuda
+from attacks.unlearnable.unlearnable import CudaConfig
 from robustbench_local.data import load_dataset
 
 # 2,000 exact CIFAR-10 training images, the 846 exact test images; the zoo's small BatchNorm CNN,

@@ -1,4 +1,4 @@
-"""Task ``cuda_poison``: CUDA unlearnable data (poison-then-train) on ``cfg.dataset``.
+"""Task ``unlearnable_poison``: CUDA unlearnable data (poison-then-train) on ``cfg.dataset``.
 
 For every training recipe (ERM / Linf-AT / L2-AT, with or without augmentation) it trains the
 victim on clean data and on CUDA-poisoned data at each ``mix``, plus the one-kernel control, and
@@ -12,10 +12,10 @@ from typing import Iterator
 
 from omegaconf import DictConfig
 
-from attacks.cuda.dataset_io import poison_split, save_poisoned
-from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep
-from attacks.cuda.plots import plot_accuracy_vs_mix, plot_image_grid
-from attacks.cuda.unlearnable import CudaConfig
+from attacks.unlearnable.dataset_io import poison_split, save_poisoned
+from attacks.unlearnable.evaluation import CudaEvalResult, VictimConfig, format_table, sweep
+from attacks.unlearnable.plots import plot_accuracy_vs_mix, plot_image_grid
+from attacks.unlearnable.unlearnable import CudaConfig
 from robustbench_local.config_schema.tasks import CUDA_TRAININGS
 from rbl_core.io import atomic_write_text
 from robustbench_local.results import ResultRow
@@ -49,7 +49,7 @@ def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimC
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"task.cuda_poison: {err}") from err
+        raise ConfigError(f"task.unlearnable_poison: {err}") from err
     if not mixes:
         raise ConfigError("task.mixes is empty: give poisoned fractions, e.g. [0.25, 0.5, 1.0]")
     return cuda, victims, mixes

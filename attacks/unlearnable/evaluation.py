@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from attacks.cuda.unlearnable import CudaConfig, poison_images
+from attacks.unlearnable.unlearnable import CudaConfig, poison_images
 from rbl_core.data import DataSplit
 from rbl_core.architectures import build
 from rbl_core.training import accuracy, train_classifier

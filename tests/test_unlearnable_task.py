@@ -1,18 +1,18 @@
-"""The ``cuda_poison`` task end to end at toy scale: config composition, rows, plots, saved data set."""
+"""The ``unlearnable_poison`` task end to end at toy scale: config composition, rows, plots, saved data set."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from attacks.cuda.dataset_io import load_poisoned
+from attacks.unlearnable.dataset_io import load_poisoned
 from robustbench_local.cli import compose_config
 from robustbench_local.tasks.base import ConfigError, TaskContext
-from robustbench_local.tasks.cuda_poison import run
+from robustbench_local.tasks.unlearnable_poison import run
 
 
 def _cfg(*overrides: str):
-    return compose_config("task=cuda_poison", "dataset=digits", "batch_size=256", *overrides)
+    return compose_config("task=unlearnable_poison", "dataset=digits", "batch_size=256", *overrides)
 
 
 def _ctx(cfg, out: Path) -> TaskContext:

@@ -1,6 +1,6 @@
 """Throughput of CUDA poisoning (images/s) on CIFAR-10-sized images vs a plain torch conv over the same tensor.
 
-    python bench/cuda_generation.py [--n 10000] [--repeats 5] [--threads 1]
+    python bench/unlearnable_generation.py [--n 10000] [--repeats 5] [--threads 1]
 
 The baseline is the bare convolution the method cannot avoid: one fixed 3x3 kernel applied
 depthwise to the same uint8 (N, 3, 32, 32) tensor (float conversion included, nothing else).
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from attacks.cuda.unlearnable import _CHUNK, CudaConfig, class_kernels, poison_images  # noqa: E402
+from attacks.unlearnable.unlearnable import _CHUNK, CudaConfig, class_kernels, poison_images  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

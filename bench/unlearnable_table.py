@@ -2,10 +2,10 @@
 without augmentation; mix 0.25 / 0.5 / 1.0; the one-kernel control and the class-kernel oracle.
 
     # run (parts can run in parallel processes, each appending to the same JSONL; finished victims are skipped)
-    python bench/cuda_table.py run --dataset cifar10 --trainings erm --augment no,yes
-    python bench/cuda_table.py run --dataset cifar10 --trainings linf_at,l2_at --augment no --mixes 1.0
+    python bench/unlearnable_table.py run --dataset cifar10 --trainings erm --augment no,yes
+    python bench/unlearnable_table.py run --dataset cifar10 --trainings linf_at,l2_at --augment no --mixes 1.0
     # print the markdown table and draw accuracy-vs-mix from everything recorded
-    python bench/cuda_table.py report --dataset cifar10
+    python bench/unlearnable_table.py report --dataset cifar10
 
 Defaults are the scale that shows the effect on one CPU core: the 4,660 exact CIFAR-10 training
 images, the zoo's ``cnn_bn_small``, SGD + one-cycle, 20 epochs (MNIST: 8,000 images, 10 epochs).
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from attacks.cuda.evaluation import CudaEvalResult, VictimConfig, format_table, sweep  # noqa: E402
-from attacks.cuda.unlearnable import CudaConfig  # noqa: E402
+from attacks.unlearnable.evaluation import CudaEvalResult, VictimConfig, format_table, sweep  # noqa: E402
+from attacks.unlearnable.unlearnable import CudaConfig  # noqa: E402
 from robustbench_local.data import load_dataset  # noqa: E402
 from rbl_core.io import canonical_json  # noqa: E402
 
@@ -92,11 +92,11 @@ def run(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     """Print the markdown table of every recorded result and draw accuracy vs mix."""
-    from attacks.cuda.plots import plot_accuracy_vs_mix
+    from attacks.unlearnable.plots import plot_accuracy_vs_mix
 
     results = load_records(args.out)
     if not results:
-        sys.exit(f"no results in {args.out}: run `python bench/cuda_table.py run --dataset {args.dataset}` first")
+        sys.exit(f"no results in {args.out}: run `python bench/unlearnable_table.py run --dataset {args.dataset}` first")
     order = {"ERM": 0, "Linf-AT": 1, "L2-AT": 2}
     results.sort(key=lambda r: (order[r.victim.training_label], r.victim.augment, r.n_train, r.victim.epochs,
                                 r.cuda.same, r.cuda.mix))

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import attacks.cuda.unlearnable as cu
-from attacks.cuda.dataset_io import load_poisoned, poison_split, save_poisoned
-from attacks.cuda.unlearnable import CudaConfig, class_kernels, convolve_by_class, poison_images
+import attacks.unlearnable.unlearnable as cu
+from attacks.unlearnable.dataset_io import load_poisoned, poison_split, save_poisoned
+from attacks.unlearnable.unlearnable import CudaConfig, class_kernels, convolve_by_class, poison_images
 from robustbench_local.data import load_dataset
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from attacks.cuda.evaluation import CudaEvalResult
-from attacks.cuda.unlearnable import PoisonedImages
+from attacks.unlearnable.evaluation import CudaEvalResult
+from attacks.unlearnable.unlearnable import PoisonedImages
 from rbl_core.data import DataSplit
 from rbl_core.figures import plt, save_figure
 
