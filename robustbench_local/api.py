@@ -10,7 +10,8 @@ from torch import nn
 from robustbench_local.cli import compose_config, run_task
 from robustbench_local.results import DEFAULT_URL
 from robustbench_local.sources.models import LoadedModel, ModelInfo
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from robustbench_local.zoo import load_model
 
 __all__ = ["benchmark", "load_model", "module_info"]

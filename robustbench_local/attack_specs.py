@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from attacks.base import EvasionAttack
 from rbl_core.io import sha256_json
 from rbl_core.threat import ThreatModel
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 
 
 def attack_key(name: str, spec: Mapping[str, Any]) -> str:

@@ -16,14 +16,27 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.utils import get_method  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from attacks.base import AttackError  # noqa: E402
+from defenses.input_transforms.wrapper import DefenseError  # noqa: E402
+from rbl_core.architectures import ArchitectureError  # noqa: E402
+from rbl_core.sanity import ModelCheckError  # noqa: E402
+from rbl_core.threat import ThreatModelError  # noqa: E402
 from robustbench_local.config_schema import register_configs, validate  # noqa: E402
-from robustbench_local.errors import USER_ERRORS  # noqa: E402
+from robustbench_local.data import DataError  # noqa: E402
+from robustbench_local.errors import ConfigError  # noqa: E402
 from robustbench_local.group_choices import unknown_choice  # noqa: E402
-from robustbench_local.results import ResultRow, ResultsStore  # noqa: E402
+from robustbench_local.results import ResultRow, ResultsStore, StoreError  # noqa: E402
 from robustbench_local.results.spool import RowSink, import_spool  # noqa: E402
+from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp  # noqa: E402
 from robustbench_local.sweep import in_sweep, run_job, tracked  # noqa: E402
-from robustbench_local.tasks.base import ConfigError, TaskContext  # noqa: E402
+from robustbench_local.tasks.base import TaskContext  # noqa: E402
 from robustbench_local.tasks.leaderboard import render  # noqa: E402
+from robustbench_local.zoo.recipes import ZooError  # noqa: E402
+
+# Bad input: the CLI reports these in one line instead of a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,
+                                             ThreatModelError, ArchitectureError, ZooError, StoreError,
+                                             ModelSourceError, UnsupportedOnnxOp, DefenseError)
 
 register_configs()  # conf/ extends these schemas, so they must be stored before any compose
 

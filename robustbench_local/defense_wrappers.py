@@ -18,7 +18,7 @@ from defenses.input_transforms.median import Median
 from defenses.input_transforms.wrapper import DefenseError, Preprocessed
 from defenses.raw_isp.demosaic import ClassicalISP
 from defenses.raw_isp.pipeline import RawISP
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 from robustbench_local.zoo import get_recipe
 from robustbench_local.zoo.cache import load_or_train
 from robustbench_local.zoo.recipes_raw_isp import RAW_DATASETS

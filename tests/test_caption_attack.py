@@ -11,7 +11,8 @@ from attacks.caption.gan import GANConfig, perturb, train_generator
 from attacks.caption.scenes import decode
 from robustbench_local.cli import compose_config
 from robustbench_local.data import load_dataset
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.caption_attack import pick_targets, run
 from robustbench_local.zoo import load_model
 

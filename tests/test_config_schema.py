@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustbench_local.cli import compose_config
 from robustbench_local.config_schema import TASKS, register_configs, validate
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 TASK_NAMES = sorted(p.stem for p in (REPO / "conf" / "task").glob("*.yaml"))

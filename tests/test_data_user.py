@@ -15,7 +15,7 @@ from robustbench_local.cli import compose_config
 from robustbench_local.config_schema import validate
 from robustbench_local.data import DATASETS, DataError, load_dataset
 from robustbench_local.data_user import stratified_indices
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 
 N = 30
 

@@ -9,7 +9,8 @@ import torch
 from attacks.base import AttackError
 from attacks.jsma.attack import JSMAAttack
 from robustbench_local.cli import compose_config
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.feature_guided_compare import run
 from rbl_core.threat import ThreatModel
 

@@ -12,7 +12,7 @@ from attacks.fooling.retraining import RetrainingConfig, retraining_experiment, 
 from robustbench_local.zoo.builders import recipe_trainer
 from robustbench_local.cli import compose_config, run_task
 from robustbench_local.data import load_dataset
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 
 
 def test_fooling_class_is_appended_and_balanced():

@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from rbl_core.architectures import build
+from robustbench_local.cli import USER_ERRORS
 from robustbench_local.data import load_dataset
-from robustbench_local.errors import USER_ERRORS
 from robustbench_local.sources.checkpoints import load_state_dict
 from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
 from robustbench_local.sources.models import ModelInfo, load_user_model, zoo_info

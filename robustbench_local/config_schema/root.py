@@ -13,7 +13,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from robustbench_local.config_schema.rules import join, ranged, section
 from robustbench_local.data import DATASETS
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 from rbl_core.threat import Norm
 
 NORMS = tuple(n.value for n in Norm)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from robustbench_local.tasks.base import ConfigError
+from robustbench_local.errors import ConfigError
 
 # Keys Hydra itself owns; they are never part of a schema.
 _FOREIGN_ROOT_KEYS = ("hydra",)

@@ -12,16 +12,13 @@ from torch import nn
 
 from robustbench_local.data import DataSplit, load_dataset
 from robustbench_local.data_user import USER_DATASETS, data_identity
+from robustbench_local.errors import ConfigError
 from robustbench_local.sources.models import LoadedModel, ModelInfo, load_user_model, zoo_info
 from robustbench_local.zoo import get_recipe, load_model
 
 # The parts of a composed config that identify what a task computed. Workers, threads, progress bars,
 # paths and the results URL change how a run goes, never its numbers, so they stay out of the key.
 IDENTIFYING = ("dataset", "model", "defense", "attack", "threat", "task", "seed", "batch_size", "device")
-
-
-class ConfigError(ValueError):
-    """A config key is missing or has a value the suite cannot use."""
 
 
 def _optional_path(value: object) -> Path | None:

@@ -30,7 +30,8 @@ from rbl_core.io import atomic_write_text
 from robustbench_local.data import load_dataset
 from robustbench_local.data_captions import CAPTION_SETS
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.caption_report import markdown_table
 from robustbench_local.zoo import get_recipe
 from robustbench_local.zoo.cache import load_or_train

@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 from rbl_core.remeasure import remeasure
 from rbl_core.training import pgd_perturb
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from rbl_core.threat import ThreatModel
 from verify.network import Network
 from verify.onnx_import import load_onnx

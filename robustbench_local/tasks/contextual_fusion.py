@@ -27,7 +27,8 @@ from robustbench_local.attack_specs import build_attacks
 from robustbench_local.data import load_dataset
 from robustbench_local.data_scenes import SCENE_SETS, load_scenes
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.contextual_fusion_report import markdown_table, plots
 from robustbench_local.zoo.cache import load_or_train
 from robustbench_local.zoo.recipes_fusion import DEFAULT_ALPHA, head_recipe, stream_recipes

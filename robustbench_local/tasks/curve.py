@@ -14,7 +14,8 @@ from rbl_core.training import predict
 from robustbench_local.attack_specs import build_attacks
 from robustbench_local.curves import Curve, plot_curves
 from robustbench_local.results import ResultRow, encode_mask
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 
 
 def broken_at(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: list[torch.Tensor],

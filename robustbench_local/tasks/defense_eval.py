@@ -28,7 +28,8 @@ from robustbench_local.adaptive import adapt_attacks
 from robustbench_local.attack_specs import build_attacks
 from robustbench_local.evaluation import evaluate
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 
 
 def _figure(ctx: TaskContext, model: nn.Module, bare: nn.Module, attack: EvasionAttack, data: DataSplit,

@@ -22,7 +22,8 @@ from defenses.dverge.transferability import mean_off_diagonal, plot_transferabil
 from rbl_core.io import atomic_write, sha256_json
 from rbl_core.threat import ThreatModel
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from robustbench_local.zoo import get_recipe, load_model
 from robustbench_local.zoo.cache import default_cache_dir
 

@@ -27,7 +27,8 @@ from rbl_core.io import atomic_write_text
 from rbl_core.remeasure import remeasure
 from robustbench_local.results import ResultRow, encode_mask
 from rbl_core.threat import ThreatModel
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 
 L0, L2 = ThreatModel("L0", None), ThreatModel("L2", None)
 

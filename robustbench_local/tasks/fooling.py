@@ -25,7 +25,8 @@ from attacks.fooling.result import (FoolingResult, nearest_same_class_distance,
 from attacks.fooling.retraining import RetrainingConfig, retraining_experiment
 from robustbench_local.results import ResultRow
 from robustbench_local.zoo.builders import recipe_trainer
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from rbl_core.figures import plt, save_figure
 
 METHODS = ("map_elites", "gradient_ascent", "retraining")

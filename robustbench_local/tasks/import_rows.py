@@ -7,7 +7,8 @@ from omegaconf import DictConfig
 
 from robustbench_local.results import ResultRow, ResultsStore
 from robustbench_local.results.spool import import_spool
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 
 
 def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:

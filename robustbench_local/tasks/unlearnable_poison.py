@@ -19,7 +19,8 @@ from attacks.unlearnable.unlearnable import CudaConfig
 from robustbench_local.config_schema.tasks import CUDA_TRAININGS
 from rbl_core.io import atomic_write_text
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 
 TRAININGS = CUDA_TRAININGS   # training name -> adversarial-training norm, as the schema allows
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from robustbench_local.results import ResultRow
-from robustbench_local.tasks.base import ConfigError, TaskContext
+from robustbench_local.errors import ConfigError
+from robustbench_local.tasks.base import TaskContext
 from verify.vnncomp_runner import run_csv
 
 REPO = Path(__file__).resolve().parents[2]
