@@ -20,10 +20,11 @@ from rbl_core.data import DataSplit
 from rbl_core.architectures import build
 from rbl_core.training import accuracy, train_classifier
 
-__all__ = ["VictimConfig", "CleanBaseline", "CudaEvalResult", "train_victim", "clean_baseline",
+__all__ = ["CUDA_TRAININGS", "VictimConfig", "CleanBaseline", "CudaEvalResult", "train_victim", "clean_baseline",
            "poisoned_view", "evaluate_cuda", "sweep", "result_label", "format_table"]
 
-_ADVERSARIAL = (None, "Linf", "L2")
+CUDA_TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}   # training name -> adversarial-training norm
+_ADVERSARIAL = tuple(CUDA_TRAININGS.values())
 
 
 @dataclass(frozen=True)

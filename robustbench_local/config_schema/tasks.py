@@ -13,6 +13,7 @@ from typing import Any, Dict, List
 from omegaconf import DictConfig
 
 from attacks.fooling.cppn import CPPNMutationRates
+from attacks.unlearnable.evaluation import CUDA_TRAININGS
 from robustbench_local.config_schema.root import NORMS
 from robustbench_local.config_schema.rules import fail, join, ranged, section
 from robustbench_local.data_scenes import DIGIT_SCENE_SETS
@@ -137,9 +138,6 @@ class VictimSection:
     weight_decay: float = ranged(0.0005, ge=0)
     schedule: str = "onecycle"
     steps: int = ranged(7, ge=1)
-
-
-CUDA_TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
 
 
 @dataclass

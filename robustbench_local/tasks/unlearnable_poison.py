@@ -13,24 +13,21 @@ from typing import Iterator
 from omegaconf import DictConfig
 
 from attacks.unlearnable.dataset_io import poison_split, save_poisoned
-from attacks.unlearnable.evaluation import CudaEvalResult, VictimConfig, format_table, sweep
+from attacks.unlearnable.evaluation import CUDA_TRAININGS, CudaEvalResult, VictimConfig, format_table, sweep
 from attacks.unlearnable.plots import plot_accuracy_vs_mix, plot_image_grid
 from attacks.unlearnable.unlearnable import CudaConfig
-from robustbench_local.config_schema.tasks import CUDA_TRAININGS
 from rbl_core.io import atomic_write_text
 from robustbench_local.results import ResultRow
 from robustbench_local.errors import ConfigError
 from robustbench_local.tasks.base import TaskContext
 
-TRAININGS = CUDA_TRAININGS   # training name -> adversarial-training norm, as the schema allows
-
 
 def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimConfig], tuple[float, ...]]:
     """Turn the task config into the poison config, the victim recipes and the mixes (ConfigError if bad)."""
     trainings, v = list(tcfg.trainings), tcfg.victim
-    unknown = [t for t in trainings if t not in TRAININGS]
+    unknown = [t for t in trainings if t not in CUDA_TRAININGS]
     if unknown or not trainings:
-        raise ConfigError(f"task.trainings must be a non-empty list from {sorted(TRAININGS)}, got {trainings}")
+        raise ConfigError(f"task.trainings must be a non-empty list from {sorted(CUDA_TRAININGS)}, got {trainings}")
     try:
         cuda = CudaConfig(kernel_size=tcfg.cuda.kernel_size, blur=tcfg.cuda.blur, mix=1.0, key=tcfg.cuda.key)
         mixes = tuple(float(m) for m in tcfg.mixes)
@@ -38,7 +35,7 @@ def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimC
             CudaConfig(cuda.kernel_size, cuda.blur, m, cuda.key)  # validates mix
         victims = []
         for training in trainings:
-            norm = TRAININGS[training]
+            norm = CUDA_TRAININGS[training]
             eps = tcfg.at_eps[norm] if norm is not None else 0.0
             if eps is None:
                 raise ConfigError(f"task.at_eps.{norm} is missing: {training} needs an eps")
