@@ -17,7 +17,7 @@ from pathlib import Path
 from robustbench_local.curves import Curve, curves_by_model, entry_model_key, plot_curves
 from robustbench_local.leaderboard import Entry, table_rows
 from robustbench_local.results import ResultsStore
-from robustbench_local.tasks.sweep_status import job_report
+from robustbench_local.results.jobs import job_report
 
 PAGE_TEMPLATE = Path(__file__).with_name("leaderboard_page.html")
 MAX_FIGURE_BYTES = 2_000_000   # a run's own figure larger than this is linked by path, not embedded

@@ -6,8 +6,9 @@ import pytest
 from robustbench_local.cli import compose_config
 from robustbench_local.leaderboard import build_entries
 from robustbench_local.results import ResultsStore
+from robustbench_local.results.jobs import job_report
 from robustbench_local.sweep import finished, job_row, run_job
-from robustbench_local.tasks.sweep_status import format_report, job_report
+from robustbench_local.tasks.sweep_status import format_report
 from result_rows import evasion_row  # tests/ is on sys.path (pytest rootdir import mode)
 
 

@@ -4,15 +4,8 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from robustbench_local.results import ResultRow, ResultsStore
+from robustbench_local.results.jobs import job_report
 from robustbench_local.tasks.base import TaskContext
-
-
-def job_report(store: ResultsStore, status: str | None = None) -> list[dict]:
-    """The ``job`` rows of ``store`` (optionally one status), newest first: status, error, overrides, config."""
-    rows = store.rows(kind="job", status=status)
-    return [{"status": r["status"], "error": r["metrics"]["error"], "overrides": r["metrics"]["overrides"],
-             "task": r["metrics"]["task"], "config_hash": r["config_hash"], "config": r["config"],
-             "created_at": r["created_at"]} for r in reversed(rows)]
 
 
 def format_report(jobs: list[dict]) -> str:
