@@ -1,20 +1,98 @@
-"""RobustBench-style Python API: ``load_model`` and ``benchmark``, recording the same rows as ``rbl``."""
+"""The Python API under ``rbl``: compose a config, run its task recording each row, and RobustBench-style
+``load_model`` / ``benchmark`` that record the same rows as ``rbl``."""
 from __future__ import annotations
 
 import hashlib
+import os
+import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from torch import nn
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which fails without git
 
-from robustbench_local.cli import compose_config, run_task
-from robustbench_local.results import DEFAULT_URL
-from robustbench_local.sources.models import LoadedModel, ModelInfo
-from robustbench_local.errors import ConfigError
-from robustbench_local.tasks.base import TaskContext
-from robustbench_local.zoo import load_model
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.utils import get_method  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from torch import nn  # noqa: E402
 
-__all__ = ["benchmark", "load_model", "module_info"]
+from robustbench_local.config_schema import register_configs, validate  # noqa: E402
+from robustbench_local.errors import ConfigError  # noqa: E402
+from robustbench_local.results import DEFAULT_URL, ResultRow, ResultsStore  # noqa: E402
+from robustbench_local.results.spool import RowSink, import_spool  # noqa: E402
+from robustbench_local.sources.models import LoadedModel, ModelInfo  # noqa: E402
+from robustbench_local.sweep import run_job, tracked  # noqa: E402
+from robustbench_local.tasks.base import TaskContext  # noqa: E402
+from robustbench_local.tasks.leaderboard import render  # noqa: E402
+from robustbench_local.zoo import load_model  # noqa: E402
+
+__all__ = ["benchmark", "compose_config", "load_model", "module_info", "open_store", "run_task"]
+
+register_configs()  # conf/ extends these schemas, so they must be stored before any compose
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """``conf/config.yaml`` composed with command-line style overrides, as ``rbl`` would (no run dir)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def _summary(row: ResultRow) -> str:
+    numbers = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in row.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return f"[{row.kind}] {row.dataset}/{row.model} ({row.defense}) {row.attack} {row.threat_model} eps={row.eps}: {numbers}"
+
+
+@contextmanager
+def open_store(cfg: DictConfig) -> Iterator[ResultsStore]:
+    """The results store, checked writable before any work, with rows a failed run spooled imported; closed at exit."""
+    with ResultsStore(cfg.results.url) as store:
+        store.check_writable()
+        imported = import_spool(store, cfg.results.spool)
+        if imported:
+            print(f"rbl: imported {imported} spooled row(s) from {cfg.results.spool} into {cfg.results.url}")
+        yield store
+
+
+def run_task(cfg: DictConfig, ctx: TaskContext | None = None) -> list[ResultRow]:
+    """Run ``cfg.task`` (with a fresh context unless ``ctx`` is given), recording each row as the task yields it.
+
+    The store is opened once for the run. Inside a sweep the job's outcome is recorded too, and a job already
+    recorded ``ok`` is skipped.
+    """
+    with open_store(cfg) as store:
+        if tracked(cfg):
+            return run_job(cfg, store, lambda: _run_rows(cfg, ctx, store))
+        return _run_rows(cfg, ctx, store)
+
+
+def _run_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> list[ResultRow]:
+    validate(cfg)
+    torch.set_num_threads(int(cfg.torch_threads))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if str(cfg.device) != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} requested but no CUDA device is available; use device=cpu")
+    target = cfg.task.get("_target_")
+    if not target:
+        raise ConfigError("task._target_ is missing: choose a task, e.g. task=evaluate")
+    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    sink = RowSink(store, cfg.results.spool)
+    ctx = ctx or TaskContext.from_config(cfg, output_dir)
+    for row in get_method(target)(cfg, ctx) or []:
+        sink.record(row)
+        print(_summary(row))
+    if cfg.task.get("print_leaderboard"):
+        print(f"\nLeaderboard ({cfg.dataset.name}, {cfg.threat.norm}) from {cfg.results.url}:")
+        render(store, cfg.dataset.name, str(cfg.threat.norm))
+    return sink.recorded + sink.spooled
+
 
 
 def module_info(module: nn.Module, name: str, description: str = "") -> ModelInfo:

@@ -1,107 +1,29 @@
-"""The ``rbl`` command: compose the Hydra config, run the selected task, record its rows."""
+"""The ``rbl`` command: Hydra composes the config from the command line, the API runs it and records its rows."""
 from __future__ import annotations
 
-import os
-import random
 import sys
-from pathlib import Path
 
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which fails without git
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.utils import get_method  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from attacks.base import AttackError  # noqa: E402
-from defenses.input_transforms.wrapper import DefenseError  # noqa: E402
-from rbl_core.architectures import ArchitectureError  # noqa: E402
-from rbl_core.sanity import ModelCheckError  # noqa: E402
-from rbl_core.threat import ThreatModelError  # noqa: E402
-from robustbench_local.config_schema import register_configs, validate  # noqa: E402
-from robustbench_local.data import DataError  # noqa: E402
-from robustbench_local.errors import ConfigError  # noqa: E402
-from robustbench_local.group_choices import unknown_choice  # noqa: E402
-from robustbench_local.results import ResultRow, ResultsStore, StoreError  # noqa: E402
-from robustbench_local.results.spool import RowSink, import_spool  # noqa: E402
-from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp  # noqa: E402
-from robustbench_local.sweep import in_sweep, run_job, tracked  # noqa: E402
-from robustbench_local.tasks.base import TaskContext  # noqa: E402
-from robustbench_local.tasks.leaderboard import render  # noqa: E402
-from robustbench_local.zoo.recipes import ZooError  # noqa: E402
+from attacks.base import AttackError
+from defenses.input_transforms.wrapper import DefenseError
+from rbl_core.architectures import ArchitectureError
+from rbl_core.sanity import ModelCheckError
+from rbl_core.threat import ThreatModelError
+from robustbench_local.api import CONF_DIR, run_task
+from robustbench_local.data import DataError
+from robustbench_local.errors import ConfigError
+from robustbench_local.group_choices import unknown_choice
+from robustbench_local.results import StoreError
+from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
+from robustbench_local.sweep import in_sweep
+from robustbench_local.zoo.recipes import ZooError
 
 # Bad input: the CLI reports these in one line instead of a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,
                                              ThreatModelError, ArchitectureError, ZooError, StoreError,
                                              ModelSourceError, UnsupportedOnnxOp, DefenseError)
-
-register_configs()  # conf/ extends these schemas, so they must be stored before any compose
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    """``conf/config.yaml`` composed with command-line style overrides, as ``rbl`` would (no run dir)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
-def _summary(row: ResultRow) -> str:
-    numbers = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in row.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-    return f"[{row.kind}] {row.dataset}/{row.model} ({row.defense}) {row.attack} {row.threat_model} eps={row.eps}: {numbers}"
-
-
-def open_store(cfg: DictConfig) -> ResultsStore:
-    """The results store, opened and checked writable before any work, with rows a failed run spooled imported."""
-    store = ResultsStore(cfg.results.url)
-    try:
-        store.check_writable()
-        imported = import_spool(store, cfg.results.spool)
-    except BaseException:
-        store.close()
-        raise
-    if imported:
-        print(f"rbl: imported {imported} spooled row(s) from {cfg.results.spool} into {cfg.results.url}")
-    return store
-
-
-def run_task(cfg: DictConfig, ctx: TaskContext | None = None) -> list[ResultRow]:
-    """Run ``cfg.task`` (with a fresh context unless ``ctx`` is given), recording each row as the task yields it.
-
-    Inside a sweep the job's outcome is recorded too, and a job already recorded ``ok`` is skipped.
-    """
-    return run_job(cfg, lambda: _run_rows(cfg, ctx)) if tracked(cfg) else _run_rows(cfg, ctx)
-
-
-def _run_rows(cfg: DictConfig, ctx: TaskContext | None) -> list[ResultRow]:
-    validate(cfg)
-    torch.set_num_threads(int(cfg.torch_threads))
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    if str(cfg.device) != "cpu" and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} requested but no CUDA device is available; use device=cpu")
-    target = cfg.task.get("_target_")
-    if not target:
-        raise ConfigError("task._target_ is missing: choose a task, e.g. task=evaluate")
-    output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
-    store = open_store(cfg)
-    try:
-        sink = RowSink(store, cfg.results.spool)
-        ctx = ctx or TaskContext.from_config(cfg, output_dir)
-        for row in get_method(target)(cfg, ctx) or []:
-            sink.record(row)
-            print(_summary(row))
-    finally:
-        store.close()
-    if cfg.task.get("print_leaderboard"):
-        print(f"\nLeaderboard ({cfg.dataset.name}, {cfg.threat.norm}) from {cfg.results.url}:")
-        render(cfg.results.url, cfg.dataset.name, str(cfg.threat.norm))
-    return sink.recorded + sink.spooled
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -2,8 +2,8 @@
 config while the other jobs go on, and a re-run of the same sweep skips every job already recorded ``ok``.
 
 Jobs are told apart by their identifying config (the keys of ``tasks.base.IDENTIFYING``), the same for a job
-however the sweep was launched (basic, joblib, Ray, SLURM). Each job opens the store itself: an engine made
-before the launcher forks or pickles the job cannot travel with it.
+however the sweep was launched (basic, joblib, Ray, SLURM). Each job opens the store once, itself: an engine
+made before the launcher forks or pickles the job cannot travel with it.
 """
 from __future__ import annotations
 
@@ -54,30 +54,18 @@ def finished(store: ResultsStore, job: ResultRow) -> bool:
     return all(len(store.rows(config_hash=key, status="ok")) == 1 for key in prior[0]["metrics"]["rows"])
 
 
-def _record(cfg: DictConfig, row: ResultRow) -> None:
-    store = ResultsStore(cfg.results.url)
-    try:
-        RowSink(store, cfg.results.spool).record(row)   # a store failure keeps the job row in the spool
-    finally:
-        store.close()
-
-
-def run_job(cfg: DictConfig, run: Callable[[], list[ResultRow]]) -> list[ResultRow]:
-    """Run one sweep job through ``run`` unless it is already done; record ``running``, then ``ok`` or ``failed``."""
+def run_job(cfg: DictConfig, store: ResultsStore, run: Callable[[], list[ResultRow]]) -> list[ResultRow]:
+    """Run one sweep job through ``run`` unless ``store`` has it done; record ``running``, then ``ok`` or ``failed``."""
     job = job_row(cfg, "running")
-    store = ResultsStore(cfg.results.url)
-    try:
-        done = finished(store, job)
-    finally:
-        store.close()
-    if done:
+    if finished(store, job):
         print(f"rbl: job already recorded ok, skipped: {' '.join(job.metrics['overrides']) or '(no overrides)'}")
         return []
-    _record(cfg, job)
+    jobs = RowSink(store, cfg.results.spool)   # a store failure keeps the job row in the spool
+    jobs.record(job)
     try:
         rows = run()
     except Exception as err:
-        _record(cfg, job_row(cfg, "failed", error=f"{type(err).__name__}: {first_line(err)}"))
+        jobs.record(job_row(cfg, "failed", error=f"{type(err).__name__}: {first_line(err)}"))
         raise
-    _record(cfg, job_row(cfg, "ok", rows=[r.config_hash for r in rows]))
+    jobs.record(job_row(cfg, "ok", rows=[r.config_hash for r in rows]))
     return rows

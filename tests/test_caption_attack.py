@@ -9,7 +9,7 @@ from attacks.caption.evaluation import (CaptionTarget, PerturbationError, check_
                                         natural_distance, score_attack)
 from attacks.caption.gan import GANConfig, perturb, train_generator
 from attacks.caption.scenes import decode
-from robustbench_local.cli import compose_config
+from robustbench_local.api import compose_config
 from robustbench_local.data import load_dataset
 from robustbench_local.errors import ConfigError
 from robustbench_local.tasks.base import TaskContext

@@ -10,7 +10,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from robustbench_local.cli import compose_config
+from robustbench_local.api import compose_config
 from robustbench_local.config_schema import TASKS, register_configs, validate
 from robustbench_local.errors import ConfigError
 

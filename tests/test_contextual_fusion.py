@@ -193,7 +193,7 @@ def test_gaussian_blur_preserves_constants_and_mass() -> None:
 def test_task_rows_and_zoo_models_on_the_leaderboard(tmp_path) -> None:
     """The task yields valid fusion rows, plots and a table; the fused zoo model runs through task=evaluate and
     stands on the leaderboard as a defense of its own next to fg_only."""
-    from robustbench_local.cli import compose_config, run_task
+    from robustbench_local.api import compose_config, run_task
     from robustbench_local.leaderboard import build_entries
     from robustbench_local.results import ResultsStore
     from robustbench_local.tasks.base import TaskContext

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustbench_local.cli import compose_config, run_task
+from robustbench_local.api import compose_config, run_task
 from robustbench_local.curves import FIXED_EPS, ONE_RUN, curves_by_model, plot_curves
 from robustbench_local.results import ResultsStore, RowSchemaError, parse_metrics
 from robustbench_local.tasks.base import TaskContext

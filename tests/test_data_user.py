@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, features
 
-from robustbench_local.cli import compose_config
+from robustbench_local.api import compose_config
 from robustbench_local.config_schema import validate
 from robustbench_local.data import DATASETS, DataError, load_dataset
 from robustbench_local.data_user import stratified_indices

@@ -72,7 +72,7 @@ def test_dverge_resists_transfer_attacks_at_equal_clean_accuracy(models, test_da
 
 
 def test_dverge_eval_task_records_ensemble_rows(models, tmp_path) -> None:
-    from robustbench_local.cli import compose_config
+    from robustbench_local.api import compose_config
     from robustbench_local.results import ResultsStore
     from robustbench_local.errors import ConfigError
     from robustbench_local.tasks.base import TaskContext

@@ -8,7 +8,7 @@ import torch
 
 from attacks.base import AttackError
 from attacks.jsma.attack import JSMAAttack
-from robustbench_local.cli import compose_config
+from robustbench_local.api import compose_config
 from robustbench_local.errors import ConfigError
 from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.feature_guided_compare import run

@@ -10,7 +10,7 @@ from attacks.fooling.direct_encoding import DirectEncoding
 from attacks.fooling.map_elites import MapElitesConfig
 from attacks.fooling.retraining import RetrainingConfig, retraining_experiment, with_fooling_class
 from robustbench_local.zoo.builders import recipe_trainer
-from robustbench_local.cli import compose_config, run_task
+from robustbench_local.api import compose_config, run_task
 from robustbench_local.data import load_dataset
 from robustbench_local.errors import ConfigError
 

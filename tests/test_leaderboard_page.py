@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_local.cli import compose_config, run_task
+from robustbench_local.api import compose_config, run_task
 from robustbench_local.leaderboard import build_entries
 from robustbench_local.leaderboard_page import build_page, gap_pp
 from robustbench_local.results import ResultsStore

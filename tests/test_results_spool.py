@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from robustbench_local.cli import compose_config, open_store, run_task
+from robustbench_local.api import compose_config, open_store, run_task
 from robustbench_local.results import ResultsStore, StoreError
 from robustbench_local.results.spool import RowSink, read_spool, spool_rows
 from result_rows import evasion_row  # tests/ is on sys.path (pytest rootdir import mode)
@@ -48,8 +48,8 @@ def test_rows_spooled_mid_run_reach_the_store_on_the_next_run(tmp_path, monkeypa
     assert [r.model for r in rows] == ["first", "second"]
     assert [r["model"] for r in ResultsStore(url).rows()] == ["first"]
     assert [r.model for r in read_spool(spool)] == ["second"]  # kept, validated, nothing lost
-    store = open_store(cfg)  # what every next run does first
-    assert sorted(r["model"] for r in store.rows()) == ["first", "second"]
+    with open_store(cfg) as store:  # what every next run does first
+        assert sorted(r["model"] for r in store.rows()) == ["first", "second"]
     assert not spool.exists()
 
 

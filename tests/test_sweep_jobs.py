@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustbench_local.cli import compose_config
+from robustbench_local.api import compose_config
 from robustbench_local.leaderboard import build_entries
 from robustbench_local.results import ResultsStore
 from robustbench_local.results.jobs import job_report
@@ -26,21 +26,20 @@ def test_a_failed_job_is_recorded_then_rerun_and_a_finished_one_is_skipped(store
         ResultsStore(store_url).record(result)
         return [result]
 
-    with pytest.raises(RuntimeError, match="node lost"):
-        run_job(cfg, fails)
-    store = ResultsStore(store_url)
-    (job,) = store.rows(kind="job")
-    assert job["status"] == "failed" and job["metrics"]["error"] == "RuntimeError: node lost"
-    assert job["config"]["attack"] == dict(cfg.attack) and job["config"]["threat"] == {"norm": "Linf", "eps": 0.1}
-    assert "1 failed" in format_report(job_report(store)) and build_entries(store) == []   # a failure is no result
+    with ResultsStore(store_url) as store:
+        with pytest.raises(RuntimeError, match="node lost"):
+            run_job(cfg, store, fails)
+        (job,) = store.rows(kind="job")
+        assert job["status"] == "failed" and job["metrics"]["error"] == "RuntimeError: node lost"
+        assert job["config"]["attack"] == dict(cfg.attack) and job["config"]["threat"] == {"norm": "Linf", "eps": 0.1}
+        assert "1 failed" in format_report(job_report(store)) and build_entries(store) == []   # a failure is no result
 
-    assert run_job(cfg, works) == [result]          # the re-run replaces the failed row ...
-    assert run_job(cfg, works) == []                # ... and a third run skips the finished job
-    assert calls == ["fails", "works"]
-    (job,) = store.rows(kind="job")
-    assert job["status"] == "ok" and job["metrics"]["rows"] == [result.config_hash] and job["metrics"]["error"] is None
-    assert [e.rows for e in build_entries(store)] == [[result.config_hash]]
-    store.close()
+        assert run_job(cfg, store, works) == [result]          # the re-run replaces the failed row ...
+        assert run_job(cfg, store, works) == []                # ... and a third run skips the finished job
+        assert calls == ["fails", "works"]
+        (job,) = store.rows(kind="job")
+        assert job["status"] == "ok" and job["metrics"]["rows"] == [result.config_hash] and job["metrics"]["error"] is None
+        assert [e.rows for e in build_entries(store)] == [[result.config_hash]]
 
 
 def test_a_job_whose_rows_are_gone_is_not_finished(store_url):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from attacks.unlearnable.dataset_io import load_poisoned
-from robustbench_local.cli import compose_config
+from robustbench_local.api import compose_config
 from robustbench_local.errors import ConfigError
 from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.unlearnable_poison import run

@@ -120,7 +120,7 @@ def test_vnncomp_runner_writes_result_files(tmp_path):
 
 
 def test_rbl_vnncomp_task_records_a_verification_row(tmp_path, monkeypatch):
-    from robustbench_local.cli import compose_config, run_task
+    from robustbench_local.api import compose_config, run_task
     from robustbench_local.results import ResultsStore
 
     monkeypatch.chdir(tmp_path)  # without Hydra's run dir the task writes its result files to the cwd

@@ -80,7 +80,7 @@ def test_certify_never_exceeds_pgd_and_every_violation_is_real():
 
 def _rbl(tmp_path: Path, *overrides: str) -> None:
     # in-process Hydra compose + the CLI's run_task: the same path as `rbl`, without a new interpreter
-    from robustbench_local.cli import compose_config, run_task
+    from robustbench_local.api import compose_config, run_task
 
     run_task(compose_config(f"results.url=sqlite:///{tmp_path}/r.db", f"results.state_dir={tmp_path}/state",
                             "progress=false", *overrides))

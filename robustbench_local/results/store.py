@@ -135,7 +135,7 @@ class StoreError(RuntimeError):
 
 
 class ResultsStore:
-    """Rows in any SQLAlchemy database; SQLite files are made safe for concurrent writers."""
+    """Rows in any SQLAlchemy database (SQLite files made safe for concurrent writers); ``with`` closes it."""
 
     def __init__(self, url: str = DEFAULT_URL, retries: int = 20) -> None:
         self.url = url
@@ -242,3 +242,9 @@ class ResultsStore:
     def close(self) -> None:
         """Release pooled connections."""
         self.engine.dispose()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,19 +18,15 @@ def _write(path_value: object, text: str) -> None:
         print(f"wrote {atomic_write_text(Path(str(path_value)).expanduser(), text)}")
 
 
-def render(url: str, dataset: str | None, threat_model: str | None, sort_by: str = "robust_acc",
+def render(store: ResultsStore, dataset: str | None, threat_model: str | None, sort_by: str = "robust_acc",
            csv: str | None = None, html: str | None = None, json_dir: str | None = None) -> str:
-    """Print the markdown leaderboard of the store at ``url`` for the filters; write the files that are named."""
-    store = ResultsStore(url)
-    try:
-        entries = build_entries(store, dataset=dataset, threat_model=threat_model, sort_by=sort_by)
-        page = build_page(store, entries, dataset=dataset, threat_model=threat_model) if html else None
-    finally:
-        store.close()
+    """Print the markdown leaderboard of ``store`` for the filters; write the files that are named."""
+    entries = build_entries(store, dataset=dataset, threat_model=threat_model, sort_by=sort_by)
     text = to_markdown(entries)
     print(text)
     _write(csv, to_csv(entries))
-    _write(html, page or "")
+    if html:
+        _write(html, build_page(store, entries, dataset=dataset, threat_model=threat_model))
     if json_dir:
         for entry in entries:
             name = (f"{entry.dataset}_{entry.threat_model}_{entry.model}_{entry.defense}_eps{eps_label(entry.eps)}"
@@ -42,12 +38,9 @@ def render(url: str, dataset: str | None, threat_model: str | None, sort_by: str
 def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     """Leaderboard of ``task.kind`` filtered by ``task.dataset`` / ``task.threat_model`` (null = all)."""
     t = cfg.task
-    if t.kind == "caption":
-        store = ResultsStore(cfg.results.url)
-        try:
+    with ResultsStore(cfg.results.url) as store:
+        if t.kind == "caption":
             print(caption_markdown(build_caption_entries(store, dataset=t.dataset)))
-        finally:
-            store.close()
-        return []
-    render(cfg.results.url, t.dataset, t.threat_model, sort_by=t.sort_by, csv=t.csv, html=t.html, json_dir=t.json_dir)
+        else:
+            render(store, t.dataset, t.threat_model, sort_by=t.sort_by, csv=t.csv, html=t.html, json_dir=t.json_dir)
     return []

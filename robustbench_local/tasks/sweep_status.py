@@ -25,9 +25,6 @@ def format_report(jobs: list[dict]) -> str:
 
 def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     """Print the sweep jobs recorded in ``results.url`` (``task.status`` filters: ok, failed or running)."""
-    store = ResultsStore(cfg.results.url)
-    try:
+    with ResultsStore(cfg.results.url) as store:
         print(format_report(job_report(store, cfg.task.status)))
-    finally:
-        store.close()
     return []
