@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -12,7 +13,9 @@ from torch import nn
 
 from robustbench_local.data import DataSplit, load_dataset
 from robustbench_local.data_user import USER_DATASETS, data_identity
+from rbl_core.threat import ThreatModel
 from robustbench_local.errors import ConfigError
+from robustbench_local.results import ResultRow
 from robustbench_local.sources.models import LoadedModel, ModelInfo, load_user_model, zoo_info
 from robustbench_local.zoo import get_recipe, load_model
 
@@ -125,3 +128,17 @@ class TaskContext:
         if self.cfg.model.source != "zoo":
             return "none"
         return get_recipe(self.cfg.model.name, self.cfg.dataset.name).defense
+
+    def row(self, kind: str, attack: str, metrics: dict, config: dict, time_s: float, *,
+            threat: ThreatModel | None = None, model_info: bool = False, **fields: Any) -> ResultRow:
+        """This run's row; data set label, model, defense, seed from the context unless ``fields`` name them."""
+        if threat is not None:
+            fields = {"threat_model": threat.norm.value, "eps": threat.eps, **fields}
+        if model_info:
+            metrics = {**metrics, "model_info": self.model_info.to_dict()}
+        # Looked up only when a task does not name them: a captioner or a scene set has no recipe to ask.
+        context = {"dataset": lambda: self.dataset_label, "model": lambda: self.cfg.model.name,
+                   "defense": lambda: self.defense_name}
+        fields.update({name: look_up() for name, look_up in context.items() if name not in fields})
+        return ResultRow(kind=kind, attack=attack, metrics=metrics, config=config, time_s=time_s, seed=self.seed,
+                         **fields)

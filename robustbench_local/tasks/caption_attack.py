@@ -68,10 +68,10 @@ def _clean_row(name: str, model: Captioner, x: torch.Tensor, refs: list[str], be
                "success_mask": "".join("1" if o else "0" for o in ok), "bleu_to_target": bleu4(hyp, refs),
                "beam3_exact_match": sum(exact_matches(beam, refs[:beam_n])) / beam_n, "beam3_n": beam_n,
                "beam3_bleu": bleu4(beam, refs[:beam_n])}
-    return ResultRow(kind="caption", dataset=cfg.dataset.name, model=name, attack="clean", threat_model="Linf", eps=0.0,
-                     seed=int(cfg.seed), metrics=metrics, time_s=time.perf_counter() - start,
-                     config=ctx.run_config("dataset", "seed", model=name, n=len(ok), beam_n=beam_n,
-                                           recipe=get_recipe(name, cfg.dataset.name).hash()))
+    config = ctx.run_config("dataset", "seed", model=name, n=len(ok), beam_n=beam_n,
+                            recipe=get_recipe(name, cfg.dataset.name).hash())
+    return ctx.row("caption", "clean", metrics, config, time.perf_counter() - start, model=name, defense="none",
+                   threat_model="Linf", eps=0.0)
 
 
 def pick_targets(model: Captioner, x: torch.Tensor, refs: list[str], n_targeted: int, keywords: list[str],
@@ -164,11 +164,10 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
                 if attack.startswith("gan"):
                     metrics["gan"] = {**OmegaConf.to_container(t.gan, resolve=True),
                                       "adv_weight": float(t.gan.adv_weight) if attack == "gan" else 0.0}
-                row = ResultRow(kind="caption", dataset=cfg.dataset.name, model=str(t.victim), attack=f"{attack}:{strategy}",
-                                threat_model="Linf", eps=eps, seed=int(cfg.seed), metrics=metrics,
-                                time_s=time.perf_counter() - start,
-                                config=ctx.run_config("dataset", "task", "seed", attack=attack, strategy=strategy, eps=eps,
-                                                      victim=get_recipe(t.victim, cfg.dataset.name).hash()))
+                config = ctx.run_config("dataset", "task", "seed", attack=attack, strategy=strategy, eps=eps,
+                                        victim=get_recipe(t.victim, cfg.dataset.name).hash())
+                row = ctx.row("caption", f"{attack}:{strategy}", metrics, config, time.perf_counter() - start,
+                              model=str(t.victim), defense="none", threat_model="Linf", eps=eps)
                 rows.append(row)
                 if attack == "gan" and eps == max(float(e) for e in t.eps):
                     examples[strategy] = (x, x_adv, per_image)

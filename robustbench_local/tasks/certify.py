@@ -132,10 +132,8 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     if tc.pgd_steps:
         metrics["pgd_acc"] = pgd_check(model, data.x, data.y, threat, metrics["statuses"], tc.pgd_steps, seed=cfg.seed)
     config = ctx.run_config("dataset", "model", "defense", "threat", "task", "seed")
-    metrics["model_info"] = ctx.model_info.to_dict()
     pgd = f", PGD robust {metrics['pgd_acc']:.1%}" if "pgd_acc" in metrics else ""
     print(f"certified {metrics['holds']}/{metrics['n']} (violated {metrics['violated']}, unknown {metrics['unknown']}) "
           f"at {threat.norm.value} eps={threat.eps}{pgd}")
-    yield ResultRow(kind="certification", dataset=ctx.dataset_label, model=cfg.model.name, attack="verify",
-                    metrics=metrics, config=config, defense=ctx.defense_name, threat_model=threat.norm.value,
-                    eps=threat.eps, seed=cfg.seed, time_s=time.perf_counter() - start)
+    yield ctx.row("certification", "verify", metrics, config, time.perf_counter() - start, threat=threat,
+                  model_info=True)

@@ -88,13 +88,11 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
                 metrics.update(class_p=probs, gain_context_corr=_gain_context_corr(res["per_class"], probs))
             level = res["sigma"] if res["threat"] == "blur" else res["eps"]
             spec = attacks.get(res["attack"])
-            row = ResultRow(kind="fusion", dataset=scene_set, model=name, defense="contextual_fusion",
-                            attack=f"{res['threat']}:{res['attack']}",
-                            threat_model="blur" if res["threat"] == "blur" else "Linf", eps=level, seed=cfg.seed,
-                            metrics=metrics, time_s=time.perf_counter() - start,
-                            config=ctx.run_config("dataset", "task", "seed", scene_set=scene_set, model=name,
-                                                  threat=res["threat"], attack=spec.config if spec else res["attack"],
-                                                  level=level))
+            config = ctx.run_config("dataset", "task", "seed", scene_set=scene_set, model=name, threat=res["threat"],
+                                    attack=spec.config if spec else res["attack"], level=level)
+            row = ctx.row("fusion", f"{res['threat']}:{res['attack']}", metrics, config, time.perf_counter() - start,
+                          dataset=scene_set, model=name, defense="contextual_fusion",
+                          threat_model="blur" if res["threat"] == "blur" else "Linf", eps=level)
             start = time.perf_counter()
             rows.append(row)
             yield row

@@ -60,10 +60,8 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         figure = plot_curves(curves[-1:], ctx.output_dir / f"curve_{name}.png", f"{ctx.dataset_label}, {norm}")
         metrics = {"n": len(data.y), "attack_name": name, "attack_key": spec.key,
                    "clean_acc": int(clean.sum()) / len(clean), "clean_mask": encode_mask(clean.tolist()),
-                   "epsilons": epsilons, "masks": masks, "robust_acc": accs,
-                   "model_info": ctx.model_info.to_dict(), "figures": [str(figure.resolve())]}
+                   "epsilons": epsilons, "masks": masks, "robust_acc": accs, "figures": [str(figure.resolve())]}
         config = ctx.run_config("dataset", "model", "defense", "seed", "batch_size", attack=spec.config,
                                 norm=norm, epsilons=epsilons)
-        yield ResultRow(kind="curve", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
-                        attack=name, threat_model=norm, eps=None, seed=cfg.seed, metrics=metrics, config=config,
-                        time_s=time.perf_counter() - start)
+        yield ctx.row("curve", name, metrics, config, time.perf_counter() - start, threat_model=norm,
+                      model_info=True)

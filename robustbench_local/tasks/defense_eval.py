@@ -72,10 +72,9 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
                               state_path=Path(cfg.results.state_dir) / f"{key}.json", state_key=key,
                               progress=cfg.progress, workers=cfg.workers)
             metrics = report.metrics({n: s.key for n, s in specs.items()})
-            metrics.update(model_info=ctx.model_info.to_dict(), adaptive=mode)
-            yield ResultRow(kind="evasion", dataset=ctx.dataset_label, model=cfg.model.name,
-                            defense=ctx.defense_name, attack="+".join(specs), threat_model="Linf", eps=eps,
-                            seed=cfg.seed, metrics=metrics, config=config, time_s=time.perf_counter() - start)
+            metrics["adaptive"] = mode
+            yield ctx.row("evasion", "+".join(specs), metrics, config, time.perf_counter() - start, threat=threat,
+                          model_info=True)
     if t.figure:
         pgd = specs.get("pgd") or next(iter(specs.values()))
         print(f"wrote {_figure(ctx, model, bare, pgd.attack, data, max(eps_list))}")

@@ -76,10 +76,9 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         metrics = transfer_accuracy(model, data.x, data.y, adv, ThreatModel("Linf", eps))
         metrics = {"part": "transfer", "clean_acc": metrics.pop("clean"), "transfer_acc": metrics.pop("all"),
                    "per_attack": metrics, "n": len(data)}
-        yield ResultRow(kind="ensemble", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
-                        attack="transfer:" + "+".join(surrogate_names), threat_model="Linf", eps=eps,
-                        seed=cfg.seed, metrics=metrics, time_s=time.perf_counter() - start,
-                        config=ctx.run_config("dataset", "model", "task", "seed", eps=eps, part="transfer"))
+        yield ctx.row("ensemble", "transfer:" + "+".join(surrogate_names), metrics,
+                      ctx.run_config("dataset", "model", "task", "seed", eps=eps, part="transfer"),
+                      time.perf_counter() - start, threat_model="Linf", eps=eps)
     tr = t.transferability
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -89,7 +88,6 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
                                f"{cfg.model.name} on {cfg.dataset.name}, PGD eps={float(tr.eps)}")
     metrics = {"part": "transferability", "matrix": matrix.round(4).tolist(),
                "mean_off_diagonal": mean_off_diagonal(matrix), "n": used, "heatmap": str(png)}
-    yield ResultRow(kind="ensemble", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
-                    attack="transferability_pgd", threat_model="Linf", eps=float(tr.eps), seed=cfg.seed,
-                    metrics=metrics, config=ctx.run_config("dataset", "model", "task", "seed", part="transferability"),
-                    time_s=time.perf_counter() - start)
+    yield ctx.row("ensemble", "transferability_pgd", metrics,
+                  ctx.run_config("dataset", "model", "task", "seed", part="transferability"),
+                  time.perf_counter() - start, threat_model="Linf", eps=float(tr.eps))

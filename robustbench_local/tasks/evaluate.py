@@ -36,8 +36,6 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     standard = [n for n, s in specs.items() if isinstance(s.attack, AutoAttackAdapter) and s.attack.version == "standard"]
     metrics["autoattack_acc"] = report.attacks[standard[0]].robust_acc if standard else None
     metrics["autoattack_key"] = specs[standard[0]].key if standard else None
-    metrics["model_info"] = ctx.model_info.to_dict()
     metrics["adaptive"] = mode
-    yield ResultRow(kind="evasion", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
-                    attack="+".join(specs), threat_model=threat.norm.value, eps=threat.eps, seed=cfg.seed,
-                    metrics=metrics, config=config, time_s=time.perf_counter() - start)
+    yield ctx.row("evasion", "+".join(specs), metrics, config, time.perf_counter() - start, threat=threat,
+                  model_info=True)

@@ -146,9 +146,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         config = ctx.run_config("dataset", "model", "defense", "seed", attack=OmegaConf.to_container(spec),
                                 n_images=t.n_images, pool=t.pool, eps=threat.eps)
         table_rows.append((name, metrics["access"], metrics))
-        yield ResultRow(kind="perturbation", dataset=ctx.dataset_label, model=cfg.model.name,
-                        defense=ctx.defense_name, attack=name, threat_model=threat.norm.value, eps=threat.eps,
-                        seed=int(cfg.seed), metrics=metrics, config=config, time_s=metrics["time_per_image_s"] * len(y))
+        yield ctx.row("perturbation", name, metrics, config, metrics["time_per_image_s"] * len(y), threat=threat)
     table = format_table(table_rows, cfg.dataset.name)
     atomic_write_text(Path(ctx.output_dir) / "feature_guided_compare.md", table + "\n")
     print(table)

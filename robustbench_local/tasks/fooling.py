@@ -125,8 +125,6 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     shape = tuple(test.x.shape[1:])
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     base = ctx.run_config("dataset", "model", "defense", "task", "seed")
-    row = dict(kind="fooling", dataset=ctx.dataset_label, model=cfg.model.name, defense=ctx.defense_name,
-               seed=ctx.seed)
     start = time.perf_counter()
 
     if method == "gradient_ascent":
@@ -141,7 +139,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         result = gradient_ascent_fooling(model, test.num_classes, shape, ga_config, seed=ctx.seed, center=center)
         name = result.method
         metrics = _describe(result, ctx, test, name, test.class_names)
-        yield ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)
+        yield ctx.row("fooling", name, metrics, base, time.perf_counter() - start)
         return
 
     encoding = build_encoding(t, shape)
@@ -153,7 +151,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         name = result.method
         metrics = _describe(result, ctx, test, name, test.class_names)
         metrics["oracle_queries"] = oracle.queries
-        yield ResultRow(attack=name, metrics=metrics, config=base, time_s=time.perf_counter() - start, **row)
+        yield ctx.row("fooling", name, metrics, base, time.perf_counter() - start)
         return
 
     rt = t.retraining
@@ -165,4 +163,4 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         name = f"retraining_{r.result.method}"
         metrics = _describe(r.result, ctx, test, f"{name}_round{r.round}", test.class_names)
         metrics.update({k: v for k, v in r.to_metrics().items() if k not in ("confidence",)})
-        yield ResultRow(attack=name, metrics=metrics, config={**base, "round": r.round}, time_s=r.time_s, **row)
+        yield ctx.row("fooling", name, metrics, {**base, "round": r.round}, r.time_s)

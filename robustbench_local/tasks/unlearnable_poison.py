@@ -53,15 +53,14 @@ def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimC
     return cuda, victims, mixes
 
 
-def to_row(result: CudaEvalResult, seed: int, config: dict) -> ResultRow:
+def to_row(result: CudaEvalResult, ctx: TaskContext) -> ResultRow:
     """One results row: clean-trained acc, poisoned-trained acc, drop (and the rest of the metrics)."""
     v = result.victim
     defense = ("none" if v.adversarial is None else f"{v.adversarial}-AT") + ("+augment" if v.augment else "")
-    return ResultRow(kind="poisoning", dataset=result.dataset, model=v.architecture,
-                     attack="cuda_one_kernel_control" if result.cuda.same else "cuda",
-                     defense=defense, threat_model=v.adversarial or "none",
-                     eps=v.eps if v.adversarial else None, seed=seed, metrics=result.metrics(),
-                     config=config, time_s=result.time_s)
+    return ctx.row("poisoning", "cuda_one_kernel_control" if result.cuda.same else "cuda", result.metrics(),
+                   ctx.run_config("task", "seed", run=result.config()), result.time_s, dataset=result.dataset,
+                   model=v.architecture, defense=defense, threat_model=v.adversarial or "none",
+                   eps=v.eps if v.adversarial else None)
 
 
 def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
@@ -84,7 +83,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
                         progress=cfg.progress):
         results.append(result)
         # Recorded as each run ends, so an interrupted grid keeps what it measured.
-        yield to_row(result, ctx.seed, ctx.run_config("task", "seed", run=result.config()))
+        yield to_row(result, ctx)
     plot_accuracy_vs_mix(results, out / "cuda_accuracy_vs_mix.png")
     table = format_table(results)
     atomic_write_text(out / "cuda_table.md", table + "\n")

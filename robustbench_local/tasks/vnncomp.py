@@ -49,5 +49,5 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     metrics["bad_counterexamples"] = sum(r.get("onnxruntime_ok") is False for r in results)
     config = ctx.run_config("task", "seed")
     print(f"vnncomp: {metrics}")
-    yield ResultRow(kind="verification", dataset=csv_path.parent.name, model=csv_path.name, attack="verify",
-                    metrics=metrics, config=config, seed=cfg.seed, time_s=time.perf_counter() - start)
+    yield ctx.row("verification", "verify", metrics, config, time.perf_counter() - start,
+                  dataset=csv_path.parent.name, model=csv_path.name, defense="none")
