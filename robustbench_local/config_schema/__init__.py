@@ -4,7 +4,7 @@
 attack and defense groups) and each ``conf/task/<name>.yaml`` extends ``/schema/task/<name>`` through its
 defaults list (Hydra's "extending configs" pattern), so ``dataset.n_test=abc`` or ``task.no_such_key=1``
 fail at compose time with Hydra's message naming the key. Ranges live in the fields' metadata
-(:func:`~robustbench_local.config_schema.rules.ranged`); :func:`validate` checks them before any work.
+(:func:`rbl_core.config.ranged`); :func:`validate` checks them before any work.
 """
 from __future__ import annotations
 

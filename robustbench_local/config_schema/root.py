@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from robustbench_local.config_schema.rules import join, ranged, section
+from rbl_core.config import ranged
+from robustbench_local.config_schema.rules import join, section
 from robustbench_local.data import DATASETS
 from robustbench_local.tasks.base import ConfigError
 from rbl_core.threat import Norm

@@ -14,13 +14,12 @@ from omegaconf import DictConfig
 
 from attacks.fooling.cppn import CPPNMutationRates
 from robustbench_local.config_schema.root import NORMS
-from robustbench_local.config_schema.rules import fail, join, ranged, section
+from rbl_core.config import CONFIDENCE, PROBABILITY, ranged
+from robustbench_local.config_schema.rules import fail, join, section
 from robustbench_local.data_scenes import DIGIT_SCENE_SETS
 from robustbench_local.tasks.base import ConfigError
 
 THRESHOLDS = [0.99, 0.999, 0.9999]
-PROBABILITY = {"ge": 0, "le": 1}
-CONFIDENCE = {"gt": 0, "le": 1}
 
 
 @dataclass
