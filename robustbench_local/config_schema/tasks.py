@@ -1,6 +1,8 @@
 """One schema per ``conf/task/<name>.yaml``; defaults equal the YAML's values.
 
-A class's optional ``check_values(node, key)`` holds the checks one field's range cannot express.
+A section that a method library configures is that library's own dataclass (its fields carry their ranges,
+``rbl_core.config.ranged``); a subclass here adds only the keys the harness reads itself. A class's optional
+``check_values(node, key)`` holds the checks one field's range cannot express.
 Mappings keyed by data (attack names, data set names) default to ``{}`` and get their entries from the
 YAML only: OmegaConf merges mappings key by key, so an entry in a schema default could never be removed
 by editing the YAML.
@@ -12,14 +14,19 @@ from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
+from attacks.caption.gan import GANConfig
+from attacks.cuda.evaluation import VictimRecipe
+from attacks.cuda.unlearnable import CudaKernels
 from attacks.fooling.cppn import CPPNMutationRates
-from robustbench_local.config_schema.root import NORMS
+from attacks.fooling.gradient_ascent import GradientAscentSettings
+from attacks.fooling.map_elites import MapElitesSettings
+from attacks.fooling.result import DEFAULT_THRESHOLDS
+from attacks.fooling.retraining import RetrainingConfig
 from rbl_core.config import CONFIDENCE, PROBABILITY, ranged
+from robustbench_local.config_schema.root import NORMS
 from robustbench_local.config_schema.rules import fail, join, section
 from robustbench_local.data_scenes import DIGIT_SCENE_SETS
 from robustbench_local.tasks.base import ConfigError
-
-THRESHOLDS = [0.99, 0.999, 0.9999]
 
 
 @dataclass
@@ -102,40 +109,11 @@ class SweepStatusTask:
 
 
 @dataclass
-class CudaSection:
-    """``task.cuda``: the poison's class kernels."""
-
-    kernel_size: int = ranged(3, ge=3)
-    blur: float = ranged(0.3, gt=0, le=1)
-    key: int = ranged(0, ge=0)
-
-    @staticmethod
-    def check_values(node: DictConfig, key: str) -> None:
-        """Even kernels cannot keep the image size with symmetric padding."""
-        if node.kernel_size % 2 == 0:
-            raise fail(join(key, "kernel_size"), "an odd integer >= 3", node.kernel_size)
-
-
-@dataclass
 class AtEpsSection:
     """``task.at_eps``: adversarial-training budgets per norm."""
 
     Linf: float | None = ranged(0.0157, gt=0)
     L2: float | None = ranged(0.25, gt=0)
-
-
-@dataclass
-class VictimSection:
-    """``task.victim``: the training recipe of the clean and the poisoned victim."""
-
-    architecture: str = "cnn_bn_small"
-    epochs: int = ranged(30, ge=1)
-    lr: float = ranged(0.05, gt=0)
-    batch_size: int = ranged(128, ge=1)
-    optimizer: str = ranged("sgd", choices=("sgd", "adam"))
-    weight_decay: float = ranged(0.0005, ge=0)
-    schedule: str = "onecycle"
-    steps: int = ranged(7, ge=1)
 
 
 CUDA_TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}
@@ -147,18 +125,20 @@ class CudaPoisonTask:
 
     _target_: str = "robustbench_local.tasks.cuda_poison.run"
     n_train: int | None = ranged(None, ge=1)
-    cuda: CudaSection = section(CudaSection)
+    cuda: CudaKernels = section(CudaKernels)
     mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)
     trainings: List[str] = ranged(["erm"], nonempty=True, choices=tuple(CUDA_TRAININGS))
     augment: List[bool] = ranged([False], nonempty=True)
     controls: bool = True
     at_eps: AtEpsSection = section(AtEpsSection)
-    victim: VictimSection = section(VictimSection)
+    victim: VictimRecipe = section(VictimRecipe)
     save_poisoned: bool = True
 
     @staticmethod
     def check_values(node: DictConfig, key: str) -> None:
-        """Every adversarial training listed needs its budget."""
+        """Odd kernels (even ones cannot keep the image size); each adversarial training listed needs its budget."""
+        if node.cuda.kernel_size % 2 == 0:
+            raise fail(join(join(key, "cuda"), "kernel_size"), "an odd integer >= 3", node.cuda.kernel_size)
         for training in node.trainings:
             norm = CUDA_TRAININGS[training]
             if norm is not None and node.at_eps[norm] is None:
@@ -228,37 +208,12 @@ class FeatureGuidedCompareTask:
 
 # --------------------------------------------------------------------------- fooling images
 @dataclass
-class MapElitesSection:
-    """``task.map_elites``: the MAP-Elites search (thresholds and log_every sit at the task level)."""
+class GradientAscentSection(GradientAscentSettings):
+    """``task.gradient_ascent``: the library's settings plus the centre the decay pulls toward."""
 
-    init_size: int = ranged(200, ge=1)
-    batch_size: int = ranged(200, ge=2)
-    generations: int = ranged(1000, ge=0)
-    cross_rate: float = ranged(0.5, **PROBABILITY)
-    max_evaluations: int | None = ranged(None, ge=1)
-    time_budget_s: float | None = ranged(300.0, gt=0)
-    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)
-
-
-@dataclass
-class GradientAscentSection:
-    """``task.gradient_ascent``: white-box ascent on the class probability or logit."""
-
-    steps: int = ranged(300, ge=1)
-    objective: str = ranged("prob", choices=("prob", "logit"))
-    lr_policy: str = ranged("progress", choices=("progress", "constant"))
-    lr: float = ranged(0.1, gt=0)
-    max_lr: float = ranged(1.0e12, gt=0)
-    max_step_rms: float | None = ranged(0.05, gt=0)
-    early_prog: float = ranged(0.03, gt=0)
-    late_prog_mult: float = ranged(0.1, gt=0)
-    decay: float = ranged(0.0, ge=0, lt=1)
-    blur_radius: float = ranged(0.0, ge=0)
-    blur_every: int = ranged(1, ge=1)
-    start: str = ranged("uniform", choices=("uniform", "center_plus", "zeros"))
-    # int too: OmegaConf would not turn center=1 into a float inside a Union
+    # the mean training image (as the reference), or a grey level; int too: OmegaConf would not turn
+    # center=1 into a float inside a Union
     center: str | int | float = "mean"   # the mean training image, or a grey level
-    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)
 
     @staticmethod
     def check_values(node: DictConfig, key: str) -> None:
@@ -272,23 +227,10 @@ class GradientAscentSection:
 
 
 @dataclass
-class RetrainingSection:
-    """``task.retraining``: rounds of retraining with an extra fooling class."""
+class RetrainingSection(RetrainingConfig):
+    """``task.retraining``: the library's rounds plus the epochs of each retraining."""
 
-    rounds: int = ranged(2, ge=1)
-    runs_per_round: int = ranged(3, ge=1)
-    balance: bool = True
     epochs: int | None = ranged(None, ge=1)   # null: the zoo recipe's epochs
-
-
-def _cppn_rates_in_range(node: DictConfig, key: str) -> None:
-    rates = join(key, "cppn_rates")
-    for name, value in node.cppn_rates.items():
-        if name == "weight_eta":
-            if value < 0:
-                raise fail(join(rates, name), ">= 0", value)
-        elif not 0 <= value <= 1:
-            raise fail(join(rates, name), "in [0, 1]", value)
 
 
 _FOOLING = "robustbench_local.tasks.fooling.run"
@@ -299,7 +241,7 @@ class _FoolingTask:
     """Keys every fooling task takes."""
 
     _target_: str = _FOOLING
-    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
+    thresholds: List[float] = ranged(list(DEFAULT_THRESHOLDS), **CONFIDENCE)
     log_every: int = ranged(0, ge=0)
 
 
@@ -317,7 +259,7 @@ class _MapElitesTask(_FoolingTask):
     """Keys of the MAP-Elites searches."""
 
     method: str = ranged("map_elites", choices=("map_elites",))
-    map_elites: MapElitesSection = section(MapElitesSection)
+    map_elites: MapElitesSettings = section(lambda: MapElitesSettings(time_budget_s=300.0))   # 5 CPU minutes
     log_every: int = ranged(20, ge=0)
 
 
@@ -334,9 +276,7 @@ class FoolingMapElitesCppnTask(_MapElitesTask):
 
     encoding: str = ranged("cppn", choices=("cppn",))
     cppn_rates: CPPNMutationRates = section(CPPNMutationRates)
-    map_elites: MapElitesSection = section(lambda: MapElitesSection(cross_rate=0.0))
-
-    check_values = staticmethod(_cppn_rates_in_range)
+    map_elites: MapElitesSettings = section(lambda: MapElitesSettings(cross_rate=0.0, time_budget_s=300.0))
 
 
 @dataclass
@@ -355,9 +295,8 @@ class FoolingRetrainingTask(_DirectEncodingTask):
     encoding: str = ranged("direct", choices=("direct", "cppn"))
     cppn_rates: CPPNMutationRates = section(CPPNMutationRates)   # used with encoding=cppn
     retraining: RetrainingSection = section(RetrainingSection)
-    map_elites: MapElitesSection = section(lambda: MapElitesSection(generations=300, time_budget_s=120.0))
-
-    check_values = staticmethod(_cppn_rates_in_range)
+    # generations and time_budget_s of each MAP-Elites run
+    map_elites: MapElitesSettings = section(lambda: MapElitesSettings(generations=300, time_budget_s=120.0))
 
 
 @dataclass
@@ -388,18 +327,10 @@ class DefenseEvalTask:
     print_leaderboard: bool = True
 
 
-@dataclass
-class CaptionGANSection:
-    """``task.gan``: the generator's training (one generator per target and eps)."""
+@dataclass(frozen=True)
+class CaptionGANSection(GANConfig):
+    """``task.gan``: the library's generator training (one generator per target and eps) plus its train scenes."""
 
-    steps: int = ranged(300, ge=1)
-    batch_size: int = ranged(16, ge=1)
-    lr: float = ranged(5e-3, gt=0)
-    bias_lr: float = ranged(0.05, gt=0)      # lr of the generator's image-sized bias
-    alpha: float = ranged(10.0, gt=0)        # feature-mimicking weight
-    adv_weight: float = ranged(0.1, ge=0)    # discriminator term of the "gan" attack (gan_no_disc: 0)
-    beta: float = ranged(0.0, ge=0)          # perturbation-size weight
-    width: int = ranged(16, ge=1)
     n_train: int = ranged(2000, ge=1)        # train scenes the generator learns on
 
 
@@ -419,7 +350,8 @@ class CaptionAttackTask:
     pgd_steps: int = ranged(50, ge=1)
     beam_n: int = ranged(100, ge=1)          # clean scenes also decoded by beam search (width 3)
     figure: bool = True
-    gan: CaptionGANSection = section(CaptionGANSection)
+    # "gan_no_disc" runs with adv_weight 0
+    gan: CaptionGANSection = section(lambda: CaptionGANSection(steps=300, batch_size=16, lr=5e-3, width=16))
 
 
 TASKS: dict[str, type] = {
