@@ -1,4 +1,4 @@
-"""One schema per ``conf/task/<name>.yaml``; defaults equal the YAML's values.
+"""One schema per ``conf/task/<name>.yaml``, holding every default; the YAML only extends it.
 
 A section that a method library configures is that library's own dataclass (its fields carry their ranges,
 ``rbl_core.config.ranged``); a subclass here adds only the keys the harness reads itself. A class's optional
@@ -34,7 +34,7 @@ class EvaluateTask:
     """``task=evaluate``: robust accuracy under ``attack.attacks``."""
 
     _target_: str = "robustbench_local.tasks.evaluate.run"
-    print_leaderboard: bool = True
+    print_leaderboard: bool = True   # print the leaderboard for this dataset and threat model afterwards
 
 
 @dataclass
@@ -42,11 +42,13 @@ class CertifyTask:
     """``task=certify``: prove local robustness of test points with verify."""
 
     _target_: str = "robustbench_local.tasks.certify.run"
-    n: int | None = ranged(None, ge=1)
-    timeout: float = ranged(30.0, gt=0)
+    n: int | None = ranged(None, ge=1)     # test points (null = dataset.n_test, so rows line up with task=evaluate)
+    timeout: float = ranged(30.0, gt=0)    # seconds per point; a point not decided in time counts as unknown
     method: str = ranged("auto", choices=("auto", "bounds", "input_split", "relu_split"))
-    workers: int = ranged(2, ge=1)
+    workers: int = ranged(2, ge=1)         # processes (one point each)
+    # PGD on the same points (0 = off); a certified point it breaks is an error (unsound proof)
     pgd_steps: int = ranged(50, ge=0)
+    # the verifier's sampling/PGD search before splitting (false: method=bounds is one bound per point)
     falsify: bool = True
 
 
@@ -55,10 +57,10 @@ class VnncompTask:
     """``task=vnncomp``: verify the instances of a VNN-COMP CSV."""
 
     _target_: str = "robustbench_local.tasks.vnncomp.run"
-    csv: str = "../shared/benchmarks/acasxu/instances.csv"
-    timeout: float | None = ranged(60.0, gt=0)
-    limit: int | None = ranged(None, ge=1)
-    workers: int = ranged(2, ge=1)
+    csv: str = "../shared/benchmarks/acasxu/instances.csv"   # relative to the repository (or absolute)
+    timeout: float | None = ranged(60.0, gt=0)   # seconds per instance (null = the CSV's own column)
+    limit: int | None = ranged(None, ge=1)       # only the first N instances
+    workers: int = ranged(2, ge=1)               # processes (one instance each)
 
 
 @dataclass
@@ -67,13 +69,13 @@ class LeaderboardTask:
 
     _target_: str = "robustbench_local.tasks.leaderboard.run"
     kind: str = ranged("robustness", choices=("robustness", "caption"))   # caption: the caption-attack board
-    dataset: str | None = None
-    threat_model: str | None = None
+    dataset: str | None = None         # filter, e.g. digits
+    threat_model: str | None = None    # filter, e.g. Linf
     sort_by: str = ranged("robust_acc", choices=("robust_acc", "clean_acc", "autoattack_acc", "certified_acc",
                                                  "time_s"))
-    csv: str | None = None
-    html: str | None = None
-    json_dir: str | None = None
+    csv: str | None = None             # write CSV here
+    html: str | None = None            # write one self-contained HTML file here
+    json_dir: str | None = None        # write one RobustBench-style JSON per entry here
 
 
 @dataclass
@@ -81,7 +83,7 @@ class ListModelsTask:
     """``task=list_models``: print the model zoo."""
 
     _target_: str = "robustbench_local.tasks.list_models.run"
-    dataset: str | None = None
+    dataset: str | None = None   # filter, e.g. mnist
 
 
 @dataclass
@@ -105,14 +107,14 @@ class SweepStatusTask:
     """``task=sweep_status``: the sweep jobs recorded in the results database."""
 
     _target_: str = "robustbench_local.tasks.sweep_status.run"
-    status: str | None = ranged(None, choices=("ok", "failed", "running"))
+    status: str | None = ranged(None, choices=("ok", "failed", "running"))   # running: no outcome recorded
 
 
 @dataclass
 class AtEpsSection:
-    """``task.at_eps``: adversarial-training budgets per norm."""
+    """``task.at_eps``: adversarial-training budgets per norm (images in [0, 1])."""
 
-    Linf: float | None = ranged(0.0157, gt=0)
+    Linf: float | None = ranged(0.0157, gt=0)   # 4/255, as in the paper's CIFAR AT runs
     L2: float | None = ranged(0.25, gt=0)
 
 
@@ -124,15 +126,15 @@ class CudaPoisonTask:
     """``task=cuda_poison``: CUDA unlearnable data, poison then train."""
 
     _target_: str = "robustbench_local.tasks.cuda_poison.run"
-    n_train: int | None = ranged(None, ge=1)
+    n_train: int | None = ranged(None, ge=1)   # first n training images (null = the whole training split)
     cuda: CudaKernels = section(CudaKernels)
-    mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)
+    mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)   # poisoned fractions of the training set
     trainings: List[str] = ranged(["erm"], nonempty=True, choices=tuple(CUDA_TRAININGS))
-    augment: List[bool] = ranged([False], nonempty=True)
-    controls: bool = True
+    augment: List[bool] = ranged([False], nonempty=True)   # random shift + flip inside training, after poisoning
+    controls: bool = True                      # one-kernel control and the class-kernel oracle
     at_eps: AtEpsSection = section(AtEpsSection)
     victim: VictimRecipe = section(VictimRecipe)
-    save_poisoned: bool = True
+    save_poisoned: bool = True                 # write the released poisoned training set (.npz) into the run dir
 
     @staticmethod
     def check_values(node: DictConfig, key: str) -> None:
@@ -149,10 +151,10 @@ class CudaPoisonTask:
 class TransferabilitySection:
     """``task.transferability``: the sub-models' pairwise PGD transfer matrix."""
 
-    eps: float = ranged(0.1, gt=0, le=1)
-    steps: int = ranged(20, ge=1)
-    restarts: int = ranged(2, ge=1)
-    n: int | None = ranged(300, ge=1)
+    eps: float = ranged(0.1, gt=0, le=1)   # paper: 0.03 on CIFAR-10; override per data set
+    steps: int = ranged(20, ge=1)          # paper: 50 (step eps/5)
+    restarts: int = ranged(2, ge=1)        # paper: 5
+    n: int | None = ranged(300, ge=1)      # correctly classified images used (paper: 1000)
 
 
 @dataclass
@@ -160,12 +162,13 @@ class DvergeEvalTask:
     """``task=dverge_eval``: transfer attacks from hold-out ensembles, and the transferability matrix."""
 
     _target_: str = "robustbench_local.tasks.dverge_eval.run"
-    n_eval: int | None = ranged(500, ge=1)
+    n_eval: int | None = ranged(500, ge=1)     # first n test images (null = dataset.n_test, then the whole split)
+    # hold-out baseline ensembles (other seeds); paper: 3, 5 and 8 members
     surrogates: List[str] = ranged(["surrogate_ens3_cnn"], nonempty=True)
-    eps: List[float] | None = ranged(None, nonempty=True, gt=0, le=1)
+    eps: List[float] | None = ranged(None, nonempty=True, gt=0, le=1)   # Linf eps; null = eps_by_dataset[dataset]
     eps_by_dataset: Dict[str, List[float]] = ranged({}, gt=0, le=1)   # dataset name -> Linf eps list
-    steps: int = ranged(20, ge=1)
-    restarts: int = ranged(2, ge=1)
+    steps: int = ranged(20, ge=1)              # paper: 100 per attack
+    restarts: int = ranged(2, ge=1)            # random starts of the momentum attacks (paper: 3)
     transferability: TransferabilitySection = section(TransferabilitySection)
 
 
@@ -177,8 +180,8 @@ class FeatureGuidedCompareTask:
     """``task=feature_guided_compare``: the feature-guided game against white- and black-box baselines."""
 
     _target_: str = "robustbench_local.tasks.feature_guided_compare.run"
-    n_images: int = ranged(20, ge=1)
-    pool: int = ranged(200, ge=1)
+    n_images: int = ranged(20, ge=1)   # first n correctly classified images of the test split
+    pool: int = ranged(200, ge=1)      # test images scanned for them
     eps_by_dataset: Dict[str, Dict[str, float]] = ranged({}, ge=0)   # attack -> dataset -> eps
     # Entries stay untyped so one can be dropped (null) or have a key deleted (~) from the command line.
     attacks: Dict[str, Any] = ranged({})
@@ -213,7 +216,7 @@ class GradientAscentSection(GradientAscentSettings):
 
     # the mean training image (as the reference), or a grey level; int too: OmegaConf would not turn
     # center=1 into a float inside a Union
-    center: str | int | float = "mean"   # the mean training image, or a grey level
+    center: str | int | float = "mean"
 
     @staticmethod
     def check_values(node: DictConfig, key: str) -> None:
@@ -242,16 +245,16 @@ class _FoolingTask:
 
     _target_: str = _FOOLING
     thresholds: List[float] = ranged(list(DEFAULT_THRESHOLDS), **CONFIDENCE)
-    log_every: int = ranged(0, ge=0)
+    log_every: int = ranged(0, ge=0)   # progress line every n generations (0 = silent; unused by gradient ascent)
 
 
 @dataclass
 class _DirectEncodingTask(_FoolingTask):
     """Keys of the direct (pixel) encoding's mutation and crossover."""
 
-    mutation_rate: float = ranged(0.1, **PROBABILITY)
-    eta_m: float = ranged(15.0, ge=0)
-    eta_c: float = ranged(10.0, ge=0)
+    mutation_rate: float = ranged(0.1, **PROBABILITY)   # per-pixel polynomial mutation probability
+    eta_m: float = ranged(15.0, ge=0)                   # polynomial mutation distribution index
+    eta_c: float = ranged(10.0, ge=0)                   # SBX distribution index (reference direct encoding)
 
 
 @dataclass
@@ -275,7 +278,7 @@ class FoolingMapElitesCppnTask(_MapElitesTask):
     """``task=fooling_map_elites_cppn``: MAP-Elites with the CPPN encoding (topologies are not recombined)."""
 
     encoding: str = ranged("cppn", choices=("cppn",))
-    cppn_rates: CPPNMutationRates = section(CPPNMutationRates)
+    cppn_rates: CPPNMutationRates = section(CPPNMutationRates)   # the reference MNIST CPPN rates
     map_elites: MapElitesSettings = section(lambda: MapElitesSettings(cross_rate=0.0, time_budget_s=300.0))
 
 
@@ -307,12 +310,13 @@ class ContextualFusionTask:
     scene_sets: List[str] = ranged(["mnist_scenes10", "mnist_scenes50", "mnist_scenes90", "mnist_scenes_var"],
                                    nonempty=True, choices=DIGIT_SCENE_SETS)
     n_train: int = ranged(5000, ge=10)     # train images of each stream; the heads get the rest of the split
-    n_test: int = ranged(500, ge=1)
-    alpha: List[float] = ranged([0.0, 0.03], nonempty=True, ge=0)
+    n_test: int = ranged(500, ge=1)        # composited test images per scene set
+    alpha: List[float] = ranged([0.0, 0.03], nonempty=True, ge=0)   # ||theta_fg||^2 penalty (0: fusion, 0.03: reg)
+    # Linf budgets (transfer-from-fg, e2e-fg-region, e2e-whole)
     eps: List[float] = ranged([0.05, 0.1, 0.2], nonempty=True, gt=0, lt=0.5)
-    sigma: List[float] = ranged([0.5, 1.0, 2.0], nonempty=True, gt=0)
-    epochs: int = ranged(5, ge=1)
-    head_steps: int = ranged(300, ge=1)
+    sigma: List[float] = ranged([0.5, 1.0, 2.0], nonempty=True, gt=0)   # Gaussian blur standard deviations (pixels)
+    epochs: int = ranged(5, ge=1)          # stream training epochs
+    head_steps: int = ranged(300, ge=1)    # full-batch Adam steps of each linear head
     seed: int = ranged(0, ge=0)
 
 
@@ -339,15 +343,15 @@ class CaptionAttackTask:
     """``task=caption_attack``: GAN, PGD-feature and decoder-gradient caption attacks on a zoo captioner."""
 
     _target_: str = "robustbench_local.tasks.caption_attack.run"
-    victim: str = "caption_attn_gru"
-    transfer: str = "caption_flat_lstm"
+    victim: str = "caption_attn_gru"       # zoo captioner attacked
+    transfer: str = "caption_flat_lstm"    # zoo captioner that reads the same x' (a different architecture)
     attacks: List[str] = ranged(["gan", "gan_no_disc", "pgd_feature", "decoder_gradient"], nonempty=True,
                                 choices=("gan", "gan_no_disc", "pgd_feature", "decoder_gradient"))
-    eps: List[float] = ranged([0.1, 0.2, 0.3], nonempty=True, gt=0, le=1)
+    eps: List[float] = ranged([0.1, 0.2, 0.3], nonempty=True, gt=0, le=1)   # Linf budgets
     n_images: int = ranged(30, ge=1)         # source scenes per target
     targets: int = ranged(1, ge=1)           # target captions of the targeted strategy
-    keywords: List[str] = ranged(["seven"], nonempty=True)
-    pgd_steps: int = ranged(50, ge=1)
+    keywords: List[str] = ranged(["seven"], nonempty=True)   # keyword injection: one target scene with each
+    pgd_steps: int = ranged(50, ge=1)        # steps of both PGD baselines
     beam_n: int = ranged(100, ge=1)          # clean scenes also decoded by beam search (width 3)
     figure: bool = True
     # "gan_no_disc" runs with adv_weight 0
