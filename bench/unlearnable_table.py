@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -75,9 +76,9 @@ def run(args: argparse.Namespace) -> None:
                                   optimizer="sgd", weight_decay=5e-4, adversarial=norm,
                                   eps=AT_EPS[args.dataset][norm] if norm else 0.0, steps=args.at_steps,
                                   augment=aug in ("yes", "true", "1"), seed=args.seed)
-            expected = [CudaConfig(cuda.kernel_size, cuda.blur, m, cuda.key) for m in mixes]
+            expected = [replace(cuda, mix=m) for m in mixes]
             if not args.no_control:
-                expected.append(CudaConfig(cuda.kernel_size, cuda.blur, 1.0, cuda.key, True))
+                expected.append(replace(cuda, mix=1.0, same=True))
             keys = {canonical_json({"dataset": train.name, "n_train": len(train), "n_test": len(test),
                                     "cuda": c.__dict__, "victim": victim.__dict__}) for c in expected}
             if keys <= done:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rbl_core.config import ranged
 from rbl_core.training import deterministic_training
 
 
@@ -29,17 +30,16 @@ from rbl_core.training import deterministic_training
 class GANConfig:
     """Training settings of one generator (Adam with beta1 = 0.5, as in seeds.md section 2 (b))."""
 
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 1e-3
-    alpha: float = 10.0        # weight of the feature-mimicking loss
-    adv_weight: float = 0.1    # weight of the discriminator term; 0 = no discriminator
-    beta: float = 0.0          # weight of the perturbation's mean squared size
-    width: int = 32
-    seed: int = 0
+    steps: int = ranged(400, ge=1)           # generator updates (batches of batch_size train images)
+    batch_size: int = ranged(32, ge=1)
+    lr: float = ranged(1e-3, gt=0)
     # Adam moves every parameter by about lr per step, so at lr 5e-3 the shared bias needs ~1,000 steps to
     # reach tanh's range; its own larger lr gets there in 300 (keyword hits at eps 0.3: 8.3 % -> 25 %)
-    bias_lr: float = 0.05
+    bias_lr: float = ranged(0.05, gt=0)
+    alpha: float = ranged(10.0, gt=0)        # weight of the feature-mimicking loss
+    adv_weight: float = ranged(0.1, ge=0)    # weight of the discriminator term; 0 = no discriminator
+    beta: float = ranged(0.0, ge=0)          # weight of the perturbation's mean squared size
+    width: int = ranged(32, ge=1)            # generator and discriminator channels
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "width"):
@@ -117,14 +117,14 @@ def feature_loss(grid: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.Tensor, eps: float,
-                    cfg: GANConfig = GANConfig()) -> Generator:
+                    cfg: GANConfig = GANConfig(), seed: int = 0) -> Generator:
     """Train G for one target grid (C, H, W) on ``x_train`` against the frozen ``model.encode`` (a captioner); eval mode."""
     if not 0 < eps <= 1:
         raise ValueError(f"eps must lie in (0, 1], got {eps}")
     if target_grid.dim() != 3:
         raise ValueError(f"target_grid must be one (C, H, W) feature grid, got shape {tuple(target_grid.shape)}")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     g, d = Generator(cfg.width, tuple(x_train.shape[1:])), Discriminator(cfg.width, x_train.shape[1])
     conv = [p for n, p in g.named_parameters() if n != "bias"]
     opt_g = torch.optim.Adam([{"params": conv}, {"params": [g.bias], "lr": cfg.bias_lr}], lr=cfg.lr,

@@ -19,6 +19,7 @@ import torch
 
 from attacks.fooling.direct_encoding import polynomial_mutation
 from attacks.base import AttackError
+from rbl_core.config import PROBABILITY, ranged
 
 ACTIVATIONS: tuple[str, ...] = ("sine", "sigmoid", "gaussian", "linear")
 NUM_INPUTS = 4          # x, y, d, bias
@@ -68,14 +69,14 @@ class CPPNGenome:
 class CPPNMutationRates:
     """Per-child probabilities of each structural mutation, plus per-gene rates."""
 
-    add_connection: float = 0.5
-    delete_connection: float = 0.3
-    change_connection: float = 0.5
-    add_neuron: float = 0.5
-    delete_neuron: float = 0.2
-    weight: float = 0.1
-    weight_eta: float = 15.0
-    activation: float = 0.1
+    add_connection: float = ranged(0.5, **PROBABILITY)
+    delete_connection: float = ranged(0.3, **PROBABILITY)
+    change_connection: float = ranged(0.5, **PROBABILITY)
+    add_neuron: float = ranged(0.5, **PROBABILITY)
+    delete_neuron: float = ranged(0.2, **PROBABILITY)
+    weight: float = ranged(0.1, **PROBABILITY)       # per-weight polynomial mutation probability (weights in [-10, 10])
+    weight_eta: float = ranged(15.0, ge=0)           # its distribution index
+    activation: float = ranged(0.1, **PROBABILITY)   # per-node activation resampling probability
 
 
 def hls_to_rgb(h: np.ndarray, l: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -23,25 +23,33 @@ from torch import nn
 
 from attacks.fooling.result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
 from attacks.base import AttackError
+from rbl_core.config import CONFIDENCE, ranged
 
 
 @dataclass
-class GradientAscentConfig:
-    """Reference defaults: 300 steps, progress policy (early 0.03, late x0.1); decay off here."""
+class GradientAscentSettings:
+    """The ascent itself, what a user tunes (``task.gradient_ascent``); reference defaults, decay off here."""
 
-    steps: int = 300
-    objective: str = "prob"          # "prob" (softmax) or "logit" (pre-softmax unit)
-    lr_policy: str = "progress"      # "progress" or "constant"
-    lr: float = 0.1                  # step size for the constant policy
-    max_lr: float = 1e12
-    max_step_rms: float | None = 0.05   # cap on the RMS pixel change per step (None: uncapped)
-    early_prog: float = 0.03
-    late_prog_mult: float = 0.1
-    decay: float = 0.0               # L2 decay toward `center` per step (reference find_image: 0.01)
-    blur_radius: float = 0.0         # Gaussian sigma in pixels; 0 disables (reference: >= 0.3 if used)
-    blur_every: int = 1
-    start: str = "uniform"           # "uniform" U(0,1), "center_plus" centre + N(0,1)/255, "zeros"
-    stop_confidence: float | None = 0.9999   # stop once every class reached it (None: all steps)
+    steps: int = ranged(300, ge=1)
+    objective: str = ranged("prob", choices=("prob", "logit"))             # softmax prob or pre-softmax unit
+    lr_policy: str = ranged("progress", choices=("progress", "constant"))
+    lr: float = ranged(0.1, gt=0)            # step size for the constant policy
+    max_lr: float = ranged(1e12, gt=0)
+    max_step_rms: float | None = ranged(0.05, gt=0)   # trust region: RMS pixel change per step (None: uncapped)
+    early_prog: float = ranged(0.03, gt=0)
+    late_prog_mult: float = ranged(0.1, gt=0)
+    decay: float = ranged(0.0, ge=0, lt=1)   # L2 decay toward `center` per step (reference find_image: 0.01)
+    blur_radius: float = ranged(0.0, ge=0)   # Gaussian sigma in pixels; 0 disables (reference: >= 0.3 if used)
+    blur_every: int = ranged(1, ge=1)
+    # "uniform" U(0,1), "center_plus" centre + N(0,1)/255, "zeros"
+    start: str = ranged("uniform", choices=("uniform", "center_plus", "zeros"))
+    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)   # stop once every class reached it (None: all steps)
+
+
+@dataclass
+class GradientAscentConfig(GradientAscentSettings):
+    """The settings plus the confidence levels whose first step is recorded."""
+
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ import torch
 
 from attacks.fooling.result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
 from attacks.base import AttackError
+from rbl_core.config import CONFIDENCE, PROBABILITY, ranged
 
 Oracle = Callable[[torch.Tensor], torch.Tensor]
 
@@ -69,16 +70,22 @@ class ClassArchive:
 
 
 @dataclass
-class MapElitesConfig:
-    """Search settings; defaults are the reference MNIST ones (200 per batch, SBX rate 0.5)."""
+class MapElitesSettings:
+    """The search itself, what a user tunes (``task.map_elites``); reference MNIST defaults."""
 
-    init_size: int = 200
-    batch_size: int = 200            # children per generation (pop_size in sferes)
-    generations: int = 1000
-    cross_rate: float = 0.5          # probability that a parent pair is recombined
-    max_evaluations: int | None = None
-    time_budget_s: float | None = None
-    stop_confidence: float | None = 0.9999   # stop once every cell reaches it (None: run all generations)
+    init_size: int = ranged(200, ge=1)
+    batch_size: int = ranged(200, ge=2)      # children per generation (pop_size in sferes)
+    generations: int = ranged(1000, ge=0)
+    cross_rate: float = ranged(0.5, **PROBABILITY)   # probability that a parent pair is recombined (SBX)
+    max_evaluations: int | None = ranged(None, ge=1)
+    time_budget_s: float | None = ranged(None, gt=0)
+    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)   # stop once every cell reaches it (None: all)
+
+
+@dataclass
+class MapElitesConfig(MapElitesSettings):
+    """The search settings plus what is recorded and printed along the way."""
+
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     log_every: int = 0               # print progress every n generations (0 = silent)
     history_every: int = 1

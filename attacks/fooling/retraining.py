@@ -22,6 +22,7 @@ from attacks.fooling.result import FoolingResult
 from rbl_core.data import DataSplit
 from rbl_core.training import accuracy
 from attacks.base import AttackError
+from rbl_core.config import ranged
 
 BuildFn = Callable[[int], nn.Module]                   # num_classes -> untrained model
 TrainFn = Callable[[nn.Module, DataSplit, int], nn.Module]   # (model, data, seed) -> trained model
@@ -31,9 +32,9 @@ TrainFn = Callable[[nn.Module, DataSplit, int], nn.Module]   # (model, data, see
 class RetrainingConfig:
     """How many rounds, how many evolutionary runs feed each round's fooling class."""
 
-    rounds: int = 2                  # retrained models after the original (DNN_2 .. DNN_{rounds+1})
-    runs_per_round: int = 3          # independent MAP-Elites runs per round; each gives <= C images
-    balance: bool = True             # repeat fooling images up to the mean real-class size
+    rounds: int = ranged(2, ge=1)            # retrained models after the original (DNN_2 .. DNN_{rounds+1})
+    runs_per_round: int = ranged(3, ge=1)    # independent MAP-Elites runs per round; each gives <= C images
+    balance: bool = True                     # repeat fooling images up to the mean real-class size
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.runs_per_round < 1:

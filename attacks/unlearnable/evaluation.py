@@ -9,18 +9,19 @@ Augmentation, when asked for, happens inside the training loop, i.e. after poiso
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from attacks.unlearnable.unlearnable import CudaConfig, poison_images
+from rbl_core.config import ranged
 from rbl_core.data import DataSplit
 from rbl_core.architectures import build
 from rbl_core.training import accuracy, train_classifier
 
-__all__ = ["CUDA_TRAININGS", "VictimConfig", "CleanBaseline", "CudaEvalResult", "train_victim", "clean_baseline",
+__all__ = ["CUDA_TRAININGS", "VictimConfig", "VictimRecipe", "CleanBaseline", "CudaEvalResult", "train_victim", "clean_baseline",
            "poisoned_view", "evaluate_cuda", "sweep", "result_label", "format_table"]
 
 CUDA_TRAININGS = {"erm": None, "linf_at": "Linf", "l2_at": "L2"}   # training name -> adversarial-training norm
@@ -28,19 +29,25 @@ _ADVERSARIAL = tuple(CUDA_TRAININGS.values())
 
 
 @dataclass(frozen=True)
-class VictimConfig:
+class VictimRecipe:
     """How the victim is trained (the same recipe for the clean and the poisoned run)."""
 
     architecture: str = "cnn_bn_small"
-    epochs: int = 30
-    lr: float = 0.05
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    weight_decay: float = 5e-4
+    epochs: int = ranged(30, ge=1)
+    lr: float = ranged(0.05, gt=0)
+    batch_size: int = ranged(128, ge=1)
+    optimizer: str = ranged("sgd", choices=("sgd", "adam"))
+    weight_decay: float = ranged(5e-4, ge=0)
     schedule: str = "onecycle"
+    steps: int = ranged(7, ge=1)     # PGD steps of adversarial training
+
+
+@dataclass(frozen=True)
+class VictimConfig(VictimRecipe):
+    """One training run: the recipe plus its adversarial training, augmentation and seed."""
+
     adversarial: str | None = None   # None (ERM), "Linf" or "L2" PGD adversarial training
     eps: float = 0.0
-    steps: int = 7
     augment: bool = False
     seed: int = 0
 
@@ -167,7 +174,7 @@ def evaluate_cuda(train: DataSplit, test: DataSplit, cuda: CudaConfig, victim: V
     oracle_acc = None
     if oracle:
         # every test image blurred with its own class kernel (mix = 1): the shortcut the victim learned
-        oracle_cfg = CudaConfig(cuda.kernel_size, cuda.blur, 1.0, cuda.key, cuda.same)
+        oracle_cfg = replace(cuda, mix=1.0)
         oracle_acc = accuracy(model, poisoned_view(test, oracle_cfg))
     return CudaEvalResult(
         dataset=train.name, cuda=cuda, victim=victim, n_train=len(train), n_test=len(test),
@@ -184,9 +191,9 @@ def sweep(train: DataSplit, test: DataSplit, cuda: CudaConfig, victims: list[Vic
     one-kernel control (at mix 1), each result yielded as soon as it is measured."""
     for victim in victims:
         baseline = clean_baseline(train, test, victim, progress)
-        configs = [CudaConfig(cuda.kernel_size, cuda.blur, float(m), cuda.key, False) for m in mixes]
+        configs = [replace(cuda, mix=float(m), same=False) for m in mixes]
         if same_control:
-            configs.append(CudaConfig(cuda.kernel_size, cuda.blur, 1.0, cuda.key, True))
+            configs.append(replace(cuda, mix=1.0, same=True))
         for cfg in configs:
             result = evaluate_cuda(train, test, cfg, victim, baseline=baseline, oracle=oracle, progress=progress)
             result.extra["clean_baseline_time_s"] = baseline.time_s

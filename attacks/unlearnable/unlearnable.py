@@ -23,8 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rbl_core.config import ranged
+
 __all__ = [
     "CudaConfig",
+    "CudaKernels",
     "PoisonedImages",
     "class_kernels",
     "convolve_by_class",
@@ -40,13 +43,19 @@ _CHUNK = 2048
 
 
 @dataclass(frozen=True)
-class CudaConfig:
-    """Poisoning hyper-parameters; ``key`` is the data owner's private key (an integer seed)."""
+class CudaKernels:
+    """The class kernels; ``key`` is the data owner's private key (an integer seed)."""
 
-    kernel_size: int = 3
-    blur: float = 0.3
+    kernel_size: int = ranged(3, ge=3)       # odd
+    blur: float = ranged(0.3, gt=0, le=1)    # taps ~ U(0, blur), one tap = 1
+    key: int = ranged(0, ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)   # so that no positional call can take mix or same for key
+class CudaConfig(CudaKernels):
+    """Poisoning hyper-parameters: the kernels, the poisoned fraction and the one-kernel control."""
+
     mix: float = 1.0
-    key: int = 0
     same: bool = False
 
     def __post_init__(self) -> None:

@@ -11,9 +11,12 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from robustbench_local.config_schema.rules import join, ranged, section
+from rbl_core.config import ranged
+from robustbench_local.config_schema.rules import join, section
 from robustbench_local.data import DATASETS
 from robustbench_local.errors import ConfigError
+from robustbench_local.results import DEFAULT_URL
+from robustbench_local.results.spool import DEFAULT_SPOOL
 from rbl_core.threat import Norm
 
 NORMS = tuple(n.value for n in Norm)
@@ -23,7 +26,7 @@ NORMS = tuple(n.value for n in Norm)
 class ThreatConfig:
     """``threat``: the norm ball attacks must stay in."""
 
-    norm: str = ranged("Linf", choices=NORMS)
+    norm: str = ranged("Linf", choices=NORMS)   # Linf | L2 | L1 | L0
     eps: float | None = ranged(0.1, ge=0)   # null: unbounded (minimisation attacks)
 
 
@@ -31,9 +34,9 @@ class ThreatConfig:
 class ResultsConfig:
     """``results``: where rows and resumable per-batch state go."""
 
-    url: str = "sqlite:///results/rbl.db"
-    state_dir: str = "results/state"
-    spool: str = "results/spool.jsonl"
+    url: str = DEFAULT_URL               # any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db
+    state_dir: str = "results/state"     # per-batch evaluation state for resuming
+    spool: str = DEFAULT_SPOOL           # rows kept here when the store fails mid-run; the next run imports them
 
 
 DATASET_NAMES = DATASETS
@@ -126,10 +129,11 @@ class RootConfig:
     task: Any = None
     seed: int = ranged(0, ge=0)
     device: str = "cpu"
+    # One intra-op thread per process is much faster for small models; parallelise across processes.
     torch_threads: int = ranged(1, ge=1)
-    batch_size: int = ranged(200, ge=1)
-    workers: int = ranged(2, ge=1)
+    batch_size: int = ranged(200, ge=1)   # attack batch; also the unit of resumable state
+    workers: int = ranged(2, ge=1)        # evaluation processes (one torch thread each); use 1 inside parallel sweeps
     progress: bool = True
-    cache_dir: str | None = None
+    cache_dir: str | None = None          # zoo weights; null = $RBL_CACHE_DIR or ~/.cache/robustbench_local
     threat: ThreatConfig = section(ThreatConfig)
     results: ResultsConfig = section(ResultsConfig)

@@ -1,68 +1,48 @@
-"""Value ranges of schema fields and the walk over a composed config that checks them."""
+"""The walk over a composed config that checks the value ranges its schema fields declare (``rbl_core.config``)."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from rbl_core.config import Rule
 from robustbench_local.errors import ConfigError
 
 # Keys Hydra itself owns; they are never part of a schema.
 _FOREIGN_ROOT_KEYS = ("hydra",)
-_SCHEMA_PACKAGE = __name__.rsplit(".", 1)[0]
 
 
 def _num(x: float) -> str:
     return f"{x:g}"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """Allowed values of a field, or of every element of a list or mapping field; null always passes."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: tuple[Any, ...] | None = None
-    nonempty: bool = False
-
-    def describe(self) -> str:
-        """The allowed range in words, e.g. ``>= 1``, ``in (0, 1]``, ``one of a, b``."""
-        if self.choices is not None:
-            return "one of " + ", ".join(str(c) for c in self.choices)
-        low = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
-        high = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
-        if low and high:
-            return f"in {low}, {high}"
-        if low:
-            return (">= " if low[0] == "[" else "> ") + low[1:]
-        if high:
-            return ("<= " if high[-1] == "]" else "< ") + high[:-1]
-        return "set"
-
-    def allows(self, value: Any) -> bool:
-        """Whether one (non-null) value lies in the range."""
-        if self.choices is not None:
-            return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return self.ge is None and self.gt is None and self.le is None and self.lt is None
-        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+def _describe(rule: Rule) -> str:
+    """The allowed range in words, e.g. ``>= 1``, ``in (0, 1]``, ``one of a, b``."""
+    if rule.choices is not None:
+        return "one of " + ", ".join(str(c) for c in rule.choices)
+    low = f"[{_num(rule.ge)}" if rule.ge is not None else f"({_num(rule.gt)}" if rule.gt is not None else None
+    high = f"{_num(rule.le)}]" if rule.le is not None else f"{_num(rule.lt)})" if rule.lt is not None else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return (">= " if low[0] == "[" else "> ") + low[1:]
+    if high:
+        return ("<= " if high[-1] == "]" else "< ") + high[:-1]
+    return "set"
 
 
-def ranged(default: Any, **rule: Any) -> Any:
-    """A dataclass field with ``default`` (copied if mutable) and the value range ``Rule(**rule)``."""
-    meta = {"rule": Rule(**rule)} if rule else {}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
+def _allows(rule: Rule, value: Any) -> bool:
+    """Whether one (non-null) value lies in the range."""
+    if rule.choices is not None:
+        return value in rule.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return rule.ge is None and rule.gt is None and rule.le is None and rule.lt is None
+    return ((rule.ge is None or value >= rule.ge) and (rule.gt is None or value > rule.gt)
+            and (rule.le is None or value <= rule.le) and (rule.lt is None or value < rule.lt))
 
 
 def section(factory: Callable[[], Any]) -> Any:
@@ -98,8 +78,8 @@ def _check_value(value: Any, key: str, rule: Rule, nullable: bool) -> None:
         for name, item in items:
             _check_value(item, join(key, name), rule, False)
         return
-    if not rule.allows(value):
-        raise fail(key, rule.describe(), value, nullable)
+    if not _allows(rule, value):
+        raise fail(key, _describe(rule), value, nullable)
 
 
 def check_node(node: DictConfig, key: str = "") -> None:
@@ -129,13 +109,6 @@ def _check_structured(node: DictConfig, key: str, cls: type) -> None:
     if unknown:
         where = key or "the root config"
         raise ConfigError(f"{join(key, unknown[0])} is not a key of {where}; its keys are: {', '.join(fields)}")
-    if not cls.__module__.startswith(_SCHEMA_PACKAGE):
-        # A library dataclass used as the section's schema: its own __post_init__ knows the ranges.
-        try:
-            OmegaConf.to_object(node)
-        except (ValueError, TypeError, OmegaConfBaseException) as err:
-            raise ConfigError(f"{key}: {err}") from None
-        return
     nullable = _nullable(cls)
     for name, f in fields.items():
         rule = f.metadata.get("rule")

@@ -1,6 +1,8 @@
-"""One schema per ``conf/task/<name>.yaml``; defaults equal the YAML's values.
+"""One schema per ``conf/task/<name>.yaml``, holding every default; the YAML only extends it.
 
-A class's optional ``check_values(node, key)`` holds the checks one field's range cannot express.
+A section that a method library configures is that library's own dataclass (its fields carry their ranges,
+``rbl_core.config.ranged``); a subclass here adds only the keys the harness reads itself. A class's optional
+``check_values(node, key)`` holds the checks one field's range cannot express.
 Mappings keyed by data (attack names, data set names) default to ``{}`` and get their entries from the
 YAML only: OmegaConf merges mappings key by key, so an entry in a schema default could never be removed
 by editing the YAML.
@@ -12,16 +14,19 @@ from typing import Any, Dict, List
 
 from omegaconf import DictConfig
 
+from attacks.caption.gan import GANConfig
 from attacks.fooling.cppn import CPPNMutationRates
-from attacks.unlearnable.evaluation import CUDA_TRAININGS
+from attacks.fooling.gradient_ascent import GradientAscentSettings
+from attacks.fooling.map_elites import MapElitesSettings
+from attacks.fooling.result import DEFAULT_THRESHOLDS
+from attacks.fooling.retraining import RetrainingConfig
+from attacks.unlearnable.evaluation import CUDA_TRAININGS, VictimRecipe
+from attacks.unlearnable.unlearnable import CudaKernels
+from rbl_core.config import CONFIDENCE, PROBABILITY, ranged
 from robustbench_local.config_schema.root import NORMS
-from robustbench_local.config_schema.rules import fail, join, ranged, section
+from robustbench_local.config_schema.rules import fail, join, section
 from robustbench_local.data_scenes import DIGIT_SCENE_SETS
 from robustbench_local.errors import ConfigError
-
-THRESHOLDS = [0.99, 0.999, 0.9999]
-PROBABILITY = {"ge": 0, "le": 1}
-CONFIDENCE = {"gt": 0, "le": 1}
 
 
 @dataclass
@@ -29,7 +34,7 @@ class EvaluateTask:
     """``task=evaluate``: robust accuracy under ``attack.attacks``."""
 
     _target_: str = "robustbench_local.tasks.evaluate.run"
-    print_leaderboard: bool = True
+    print_leaderboard: bool = True   # print the leaderboard for this dataset and threat model afterwards
 
 
 @dataclass
@@ -37,11 +42,13 @@ class CertifyTask:
     """``task=certify``: prove local robustness of test points with verify."""
 
     _target_: str = "robustbench_local.tasks.certify.run"
-    n: int | None = ranged(None, ge=1)
-    timeout: float = ranged(30.0, gt=0)
+    n: int | None = ranged(None, ge=1)     # test points (null = dataset.n_test, so rows line up with task=evaluate)
+    timeout: float = ranged(30.0, gt=0)    # seconds per point; a point not decided in time counts as unknown
     method: str = ranged("auto", choices=("auto", "bounds", "input_split", "relu_split"))
-    workers: int = ranged(2, ge=1)
+    workers: int = ranged(2, ge=1)         # processes (one point each)
+    # PGD on the same points (0 = off); a certified point it breaks is an error (unsound proof)
     pgd_steps: int = ranged(50, ge=0)
+    # the verifier's sampling/PGD search before splitting (false: method=bounds is one bound per point)
     falsify: bool = True
 
 
@@ -50,10 +57,10 @@ class VnncompTask:
     """``task=vnncomp``: verify the instances of a VNN-COMP CSV."""
 
     _target_: str = "robustbench_local.tasks.vnncomp.run"
-    csv: str = "../shared/benchmarks/acasxu/instances.csv"
-    timeout: float | None = ranged(60.0, gt=0)
-    limit: int | None = ranged(None, ge=1)
-    workers: int = ranged(2, ge=1)
+    csv: str = "../shared/benchmarks/acasxu/instances.csv"   # relative to the repository (or absolute)
+    timeout: float | None = ranged(60.0, gt=0)   # seconds per instance (null = the CSV's own column)
+    limit: int | None = ranged(None, ge=1)       # only the first N instances
+    workers: int = ranged(2, ge=1)               # processes (one instance each)
 
 
 @dataclass
@@ -62,13 +69,13 @@ class LeaderboardTask:
 
     _target_: str = "robustbench_local.tasks.leaderboard.run"
     kind: str = ranged("robustness", choices=("robustness", "caption"))   # caption: the caption-attack board
-    dataset: str | None = None
-    threat_model: str | None = None
+    dataset: str | None = None         # filter, e.g. digits
+    threat_model: str | None = None    # filter, e.g. Linf
     sort_by: str = ranged("robust_acc", choices=("robust_acc", "clean_acc", "autoattack_acc", "certified_acc",
                                                  "time_s"))
-    csv: str | None = None
-    html: str | None = None
-    json_dir: str | None = None
+    csv: str | None = None             # write CSV here
+    html: str | None = None            # write one self-contained HTML file here
+    json_dir: str | None = None        # write one RobustBench-style JSON per entry here
 
 
 @dataclass
@@ -76,7 +83,7 @@ class ListModelsTask:
     """``task=list_models``: print the model zoo."""
 
     _target_: str = "robustbench_local.tasks.list_models.run"
-    dataset: str | None = None
+    dataset: str | None = None   # filter, e.g. mnist
 
 
 @dataclass
@@ -100,44 +107,17 @@ class SweepStatusTask:
     """``task=sweep_status``: the sweep jobs recorded in the results database."""
 
     _target_: str = "robustbench_local.tasks.sweep_status.run"
-    status: str | None = ranged(None, choices=("ok", "failed", "running"))
-
-
-@dataclass
-class CudaSection:
-    """``task.cuda``: the poison's class kernels."""
-
-    kernel_size: int = ranged(3, ge=3)
-    blur: float = ranged(0.3, gt=0, le=1)
-    key: int = ranged(0, ge=0)
-
-    @staticmethod
-    def check_values(node: DictConfig, key: str) -> None:
-        """Even kernels cannot keep the image size with symmetric padding."""
-        if node.kernel_size % 2 == 0:
-            raise fail(join(key, "kernel_size"), "an odd integer >= 3", node.kernel_size)
+    status: str | None = ranged(None, choices=("ok", "failed", "running"))   # running: no outcome recorded
 
 
 @dataclass
 class AtEpsSection:
-    """``task.at_eps``: adversarial-training budgets per norm."""
+    """``task.at_eps``: adversarial-training budgets per norm (images in [0, 1])."""
 
-    Linf: float | None = ranged(0.0157, gt=0)
+    Linf: float | None = ranged(0.0157, gt=0)   # 4/255, as in the paper's CIFAR AT runs
     L2: float | None = ranged(0.25, gt=0)
 
 
-@dataclass
-class VictimSection:
-    """``task.victim``: the training recipe of the clean and the poisoned victim."""
-
-    architecture: str = "cnn_bn_small"
-    epochs: int = ranged(30, ge=1)
-    lr: float = ranged(0.05, gt=0)
-    batch_size: int = ranged(128, ge=1)
-    optimizer: str = ranged("sgd", choices=("sgd", "adam"))
-    weight_decay: float = ranged(0.0005, ge=0)
-    schedule: str = "onecycle"
-    steps: int = ranged(7, ge=1)
 
 
 @dataclass
@@ -145,19 +125,21 @@ class CudaPoisonTask:
     """``task=unlearnable_poison``: CUDA unlearnable data, poison then train."""
 
     _target_: str = "robustbench_local.tasks.unlearnable_poison.run"
-    n_train: int | None = ranged(None, ge=1)
-    cuda: CudaSection = section(CudaSection)
-    mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)
+    n_train: int | None = ranged(None, ge=1)   # first n training images (null = the whole training split)
+    cuda: CudaKernels = section(CudaKernels)
+    mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)   # poisoned fractions of the training set
     trainings: List[str] = ranged(["erm"], nonempty=True, choices=tuple(CUDA_TRAININGS))
-    augment: List[bool] = ranged([False], nonempty=True)
-    controls: bool = True
+    augment: List[bool] = ranged([False], nonempty=True)   # random shift + flip inside training, after poisoning
+    controls: bool = True                      # one-kernel control and the class-kernel oracle
     at_eps: AtEpsSection = section(AtEpsSection)
-    victim: VictimSection = section(VictimSection)
-    save_poisoned: bool = True
+    victim: VictimRecipe = section(VictimRecipe)
+    save_poisoned: bool = True                 # write the released poisoned training set (.npz) into the run dir
 
     @staticmethod
     def check_values(node: DictConfig, key: str) -> None:
-        """Every adversarial training listed needs its budget."""
+        """Odd kernels (even ones cannot keep the image size); each adversarial training listed needs its budget."""
+        if node.cuda.kernel_size % 2 == 0:
+            raise fail(join(join(key, "cuda"), "kernel_size"), "an odd integer >= 3", node.cuda.kernel_size)
         for training in node.trainings:
             norm = CUDA_TRAININGS[training]
             if norm is not None and node.at_eps[norm] is None:
@@ -168,10 +150,10 @@ class CudaPoisonTask:
 class TransferabilitySection:
     """``task.transferability``: the sub-models' pairwise PGD transfer matrix."""
 
-    eps: float = ranged(0.1, gt=0, le=1)
-    steps: int = ranged(20, ge=1)
-    restarts: int = ranged(2, ge=1)
-    n: int | None = ranged(300, ge=1)
+    eps: float = ranged(0.1, gt=0, le=1)   # paper: 0.03 on CIFAR-10; override per data set
+    steps: int = ranged(20, ge=1)          # paper: 50 (step eps/5)
+    restarts: int = ranged(2, ge=1)        # paper: 5
+    n: int | None = ranged(300, ge=1)      # correctly classified images used (paper: 1000)
 
 
 @dataclass
@@ -179,12 +161,13 @@ class DvergeEvalTask:
     """``task=dverge_eval``: transfer attacks from hold-out ensembles, and the transferability matrix."""
 
     _target_: str = "robustbench_local.tasks.dverge_eval.run"
-    n_eval: int | None = ranged(500, ge=1)
+    n_eval: int | None = ranged(500, ge=1)     # first n test images (null = dataset.n_test, then the whole split)
+    # hold-out baseline ensembles (other seeds); paper: 3, 5 and 8 members
     surrogates: List[str] = ranged(["surrogate_ens3_cnn"], nonempty=True)
-    eps: List[float] | None = ranged(None, nonempty=True, gt=0, le=1)
+    eps: List[float] | None = ranged(None, nonempty=True, gt=0, le=1)   # Linf eps; null = eps_by_dataset[dataset]
     eps_by_dataset: Dict[str, List[float]] = ranged({}, gt=0, le=1)   # dataset name -> Linf eps list
-    steps: int = ranged(20, ge=1)
-    restarts: int = ranged(2, ge=1)
+    steps: int = ranged(20, ge=1)              # paper: 100 per attack
+    restarts: int = ranged(2, ge=1)            # random starts of the momentum attacks (paper: 3)
     transferability: TransferabilitySection = section(TransferabilitySection)
 
 
@@ -196,8 +179,8 @@ class FeatureGuidedCompareTask:
     """``task=feature_guided_compare``: the feature-guided game against white- and black-box baselines."""
 
     _target_: str = "robustbench_local.tasks.feature_guided_compare.run"
-    n_images: int = ranged(20, ge=1)
-    pool: int = ranged(200, ge=1)
+    n_images: int = ranged(20, ge=1)   # first n correctly classified images of the test split
+    pool: int = ranged(200, ge=1)      # test images scanned for them
     eps_by_dataset: Dict[str, Dict[str, float]] = ranged({}, ge=0)   # attack -> dataset -> eps
     # Entries stay untyped so one can be dropped (null) or have a key deleted (~) from the command line.
     attacks: Dict[str, Any] = ranged({})
@@ -227,37 +210,12 @@ class FeatureGuidedCompareTask:
 
 # --------------------------------------------------------------------------- fooling images
 @dataclass
-class MapElitesSection:
-    """``task.map_elites``: the MAP-Elites search (thresholds and log_every sit at the task level)."""
+class GradientAscentSection(GradientAscentSettings):
+    """``task.gradient_ascent``: the library's settings plus the centre the decay pulls toward."""
 
-    init_size: int = ranged(200, ge=1)
-    batch_size: int = ranged(200, ge=2)
-    generations: int = ranged(1000, ge=0)
-    cross_rate: float = ranged(0.5, **PROBABILITY)
-    max_evaluations: int | None = ranged(None, ge=1)
-    time_budget_s: float | None = ranged(300.0, gt=0)
-    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)
-
-
-@dataclass
-class GradientAscentSection:
-    """``task.gradient_ascent``: white-box ascent on the class probability or logit."""
-
-    steps: int = ranged(300, ge=1)
-    objective: str = ranged("prob", choices=("prob", "logit"))
-    lr_policy: str = ranged("progress", choices=("progress", "constant"))
-    lr: float = ranged(0.1, gt=0)
-    max_lr: float = ranged(1.0e12, gt=0)
-    max_step_rms: float | None = ranged(0.05, gt=0)
-    early_prog: float = ranged(0.03, gt=0)
-    late_prog_mult: float = ranged(0.1, gt=0)
-    decay: float = ranged(0.0, ge=0, lt=1)
-    blur_radius: float = ranged(0.0, ge=0)
-    blur_every: int = ranged(1, ge=1)
-    start: str = ranged("uniform", choices=("uniform", "center_plus", "zeros"))
-    # int too: OmegaConf would not turn center=1 into a float inside a Union
-    center: str | int | float = "mean"   # the mean training image, or a grey level
-    stop_confidence: float | None = ranged(0.9999, **CONFIDENCE)
+    # the mean training image (as the reference), or a grey level; int too: OmegaConf would not turn
+    # center=1 into a float inside a Union
+    center: str | int | float = "mean"
 
     @staticmethod
     def check_values(node: DictConfig, key: str) -> None:
@@ -271,23 +229,10 @@ class GradientAscentSection:
 
 
 @dataclass
-class RetrainingSection:
-    """``task.retraining``: rounds of retraining with an extra fooling class."""
+class RetrainingSection(RetrainingConfig):
+    """``task.retraining``: the library's rounds plus the epochs of each retraining."""
 
-    rounds: int = ranged(2, ge=1)
-    runs_per_round: int = ranged(3, ge=1)
-    balance: bool = True
     epochs: int | None = ranged(None, ge=1)   # null: the zoo recipe's epochs
-
-
-def _cppn_rates_in_range(node: DictConfig, key: str) -> None:
-    rates = join(key, "cppn_rates")
-    for name, value in node.cppn_rates.items():
-        if name == "weight_eta":
-            if value < 0:
-                raise fail(join(rates, name), ">= 0", value)
-        elif not 0 <= value <= 1:
-            raise fail(join(rates, name), "in [0, 1]", value)
 
 
 _FOOLING = "robustbench_local.tasks.fooling.run"
@@ -298,17 +243,17 @@ class _FoolingTask:
     """Keys every fooling task takes."""
 
     _target_: str = _FOOLING
-    thresholds: List[float] = ranged(THRESHOLDS, **CONFIDENCE)
-    log_every: int = ranged(0, ge=0)
+    thresholds: List[float] = ranged(list(DEFAULT_THRESHOLDS), **CONFIDENCE)
+    log_every: int = ranged(0, ge=0)   # progress line every n generations (0 = silent; unused by gradient ascent)
 
 
 @dataclass
 class _DirectEncodingTask(_FoolingTask):
     """Keys of the direct (pixel) encoding's mutation and crossover."""
 
-    mutation_rate: float = ranged(0.1, **PROBABILITY)
-    eta_m: float = ranged(15.0, ge=0)
-    eta_c: float = ranged(10.0, ge=0)
+    mutation_rate: float = ranged(0.1, **PROBABILITY)   # per-pixel polynomial mutation probability
+    eta_m: float = ranged(15.0, ge=0)                   # polynomial mutation distribution index
+    eta_c: float = ranged(10.0, ge=0)                   # SBX distribution index (reference direct encoding)
 
 
 @dataclass
@@ -316,7 +261,7 @@ class _MapElitesTask(_FoolingTask):
     """Keys of the MAP-Elites searches."""
 
     method: str = ranged("map_elites", choices=("map_elites",))
-    map_elites: MapElitesSection = section(MapElitesSection)
+    map_elites: MapElitesSettings = section(lambda: MapElitesSettings(time_budget_s=300.0))   # 5 CPU minutes
     log_every: int = ranged(20, ge=0)
 
 
@@ -332,10 +277,8 @@ class FoolingMapElitesCppnTask(_MapElitesTask):
     """``task=fooling_map_elites_cppn``: MAP-Elites with the CPPN encoding (topologies are not recombined)."""
 
     encoding: str = ranged("cppn", choices=("cppn",))
-    cppn_rates: CPPNMutationRates = section(CPPNMutationRates)
-    map_elites: MapElitesSection = section(lambda: MapElitesSection(cross_rate=0.0))
-
-    check_values = staticmethod(_cppn_rates_in_range)
+    cppn_rates: CPPNMutationRates = section(CPPNMutationRates)   # the reference MNIST CPPN rates
+    map_elites: MapElitesSettings = section(lambda: MapElitesSettings(cross_rate=0.0, time_budget_s=300.0))
 
 
 @dataclass
@@ -354,9 +297,8 @@ class FoolingRetrainingTask(_DirectEncodingTask):
     encoding: str = ranged("direct", choices=("direct", "cppn"))
     cppn_rates: CPPNMutationRates = section(CPPNMutationRates)   # used with encoding=cppn
     retraining: RetrainingSection = section(RetrainingSection)
-    map_elites: MapElitesSection = section(lambda: MapElitesSection(generations=300, time_budget_s=120.0))
-
-    check_values = staticmethod(_cppn_rates_in_range)
+    # generations and time_budget_s of each MAP-Elites run
+    map_elites: MapElitesSettings = section(lambda: MapElitesSettings(generations=300, time_budget_s=120.0))
 
 
 @dataclass
@@ -367,12 +309,13 @@ class ContextualFusionTask:
     scene_sets: List[str] = ranged(["mnist_scenes10", "mnist_scenes50", "mnist_scenes90", "mnist_scenes_var"],
                                    nonempty=True, choices=DIGIT_SCENE_SETS)
     n_train: int = ranged(5000, ge=10)     # train images of each stream; the heads get the rest of the split
-    n_test: int = ranged(500, ge=1)
-    alpha: List[float] = ranged([0.0, 0.03], nonempty=True, ge=0)
+    n_test: int = ranged(500, ge=1)        # composited test images per scene set
+    alpha: List[float] = ranged([0.0, 0.03], nonempty=True, ge=0)   # ||theta_fg||^2 penalty (0: fusion, 0.03: reg)
+    # Linf budgets (transfer-from-fg, e2e-fg-region, e2e-whole)
     eps: List[float] = ranged([0.05, 0.1, 0.2], nonempty=True, gt=0, lt=0.5)
-    sigma: List[float] = ranged([0.5, 1.0, 2.0], nonempty=True, gt=0)
-    epochs: int = ranged(5, ge=1)
-    head_steps: int = ranged(300, ge=1)
+    sigma: List[float] = ranged([0.5, 1.0, 2.0], nonempty=True, gt=0)   # Gaussian blur standard deviations (pixels)
+    epochs: int = ranged(5, ge=1)          # stream training epochs
+    head_steps: int = ranged(300, ge=1)    # full-batch Adam steps of each linear head
     seed: int = ranged(0, ge=0)
 
 
@@ -387,18 +330,10 @@ class DefenseEvalTask:
     print_leaderboard: bool = True
 
 
-@dataclass
-class CaptionGANSection:
-    """``task.gan``: the generator's training (one generator per target and eps)."""
+@dataclass(frozen=True)
+class CaptionGANSection(GANConfig):
+    """``task.gan``: the library's generator training (one generator per target and eps) plus its train scenes."""
 
-    steps: int = ranged(300, ge=1)
-    batch_size: int = ranged(16, ge=1)
-    lr: float = ranged(5e-3, gt=0)
-    bias_lr: float = ranged(0.05, gt=0)      # lr of the generator's image-sized bias
-    alpha: float = ranged(10.0, gt=0)        # feature-mimicking weight
-    adv_weight: float = ranged(0.1, ge=0)    # discriminator term of the "gan" attack (gan_no_disc: 0)
-    beta: float = ranged(0.0, ge=0)          # perturbation-size weight
-    width: int = ranged(16, ge=1)
     n_train: int = ranged(2000, ge=1)        # train scenes the generator learns on
 
 
@@ -407,18 +342,19 @@ class CaptionAttackTask:
     """``task=caption_attack``: GAN, PGD-feature and decoder-gradient caption attacks on a zoo captioner."""
 
     _target_: str = "robustbench_local.tasks.caption_attack.run"
-    victim: str = "caption_attn_gru"
-    transfer: str = "caption_flat_lstm"
+    victim: str = "caption_attn_gru"       # zoo captioner attacked
+    transfer: str = "caption_flat_lstm"    # zoo captioner that reads the same x' (a different architecture)
     attacks: List[str] = ranged(["gan", "gan_no_disc", "pgd_feature", "decoder_gradient"], nonempty=True,
                                 choices=("gan", "gan_no_disc", "pgd_feature", "decoder_gradient"))
-    eps: List[float] = ranged([0.1, 0.2, 0.3], nonempty=True, gt=0, le=1)
+    eps: List[float] = ranged([0.1, 0.2, 0.3], nonempty=True, gt=0, le=1)   # Linf budgets
     n_images: int = ranged(30, ge=1)         # source scenes per target
     targets: int = ranged(1, ge=1)           # target captions of the targeted strategy
-    keywords: List[str] = ranged(["seven"], nonempty=True)
-    pgd_steps: int = ranged(50, ge=1)
+    keywords: List[str] = ranged(["seven"], nonempty=True)   # keyword injection: one target scene with each
+    pgd_steps: int = ranged(50, ge=1)        # steps of both PGD baselines
     beam_n: int = ranged(100, ge=1)          # clean scenes also decoded by beam search (width 3)
     figure: bool = True
-    gan: CaptionGANSection = section(CaptionGANSection)
+    # "gan_no_disc" runs with adv_weight 0
+    gan: CaptionGANSection = section(lambda: CaptionGANSection(steps=300, batch_size=16, lr=5e-3, width=16))
 
 
 TASKS: dict[str, type] = {

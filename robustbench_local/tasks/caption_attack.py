@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from attacks.caption.baselines import decoder_gradient, pgd_feature
 from attacks.caption.captioner import Captioner
 from attacks.caption.evaluation import CaptionTarget, greedy_captions, natural_distance, score_attack
 from attacks.caption.figure import save_caption_figure
-from attacks.caption.gan import GANConfig, perturb, train_generator
+from attacks.caption.gan import perturb, train_generator
 from attacks.caption.metrics import bleu4, exact_matches
 from attacks.caption.scenes import VOCAB, decode
 from rbl_core.io import atomic_write_text
@@ -120,10 +121,10 @@ def _craft(attack: str, victim: Captioner, x: torch.Tensor, target: CaptionTarge
            x_train: torch.Tensor, seed: int) -> torch.Tensor:
     grid = target.feature_grid(victim)
     if attack in ("gan", "gan_no_disc"):
-        spec = OmegaConf.to_container(t.gan, resolve=True)
-        spec.pop("n_train")
-        cfg = GANConfig(**{**spec, "seed": seed, "adv_weight": spec["adv_weight"] if attack == "gan" else 0.0})
-        g = train_generator(victim, x_train, grid, eps, cfg)
+        cfg = OmegaConf.to_object(t.gan)   # a GANConfig, plus the harness's n_train
+        if attack == "gan_no_disc":
+            cfg = replace(cfg, adv_weight=0.0)
+        g = train_generator(victim, x_train, grid, eps, cfg, seed)
         with torch.no_grad():
             return perturb(g, x, eps)
     if attack == "pgd_feature":

@@ -22,7 +22,7 @@ from attacks.fooling.gradient_ascent import GradientAscentConfig, gradient_ascen
 from attacks.fooling.map_elites import Encoding, MapElitesConfig, map_elites_fooling
 from attacks.fooling.result import (FoolingResult, nearest_same_class_distance,
                                     real_nearest_neighbour_distance)
-from attacks.fooling.retraining import RetrainingConfig, retraining_experiment
+from attacks.fooling.retraining import retraining_experiment
 from robustbench_local.results import ResultRow
 from robustbench_local.zoo.builders import recipe_trainer
 from robustbench_local.errors import ConfigError
@@ -64,21 +64,13 @@ def build_encoding(t: DictConfig, image_shape: tuple[int, int, int]) -> Encoding
 
 def map_elites_config(t: DictConfig) -> MapElitesConfig:
     """MapElitesConfig from `task.map_elites` plus the task-level `thresholds` and `log_every`."""
-    me = t.map_elites
-    return MapElitesConfig(init_size=me.init_size, batch_size=me.batch_size, generations=me.generations,
-                           cross_rate=me.cross_rate, max_evaluations=me.max_evaluations,
-                           time_budget_s=me.time_budget_s, stop_confidence=me.stop_confidence,
-                           thresholds=tuple(t.thresholds), log_every=t.log_every)
+    return MapElitesConfig(**t.map_elites, thresholds=tuple(t.thresholds), log_every=t.log_every)
 
 
 def gradient_ascent_config(t: DictConfig) -> GradientAscentConfig:
-    """GradientAscentConfig from `task.gradient_ascent` plus the task-level `thresholds`."""
-    ga = t.gradient_ascent
-    return GradientAscentConfig(steps=ga.steps, objective=ga.objective, lr_policy=ga.lr_policy, lr=ga.lr,
-                                max_lr=ga.max_lr, max_step_rms=ga.max_step_rms, early_prog=ga.early_prog,
-                                late_prog_mult=ga.late_prog_mult, decay=ga.decay, blur_radius=ga.blur_radius,
-                                blur_every=ga.blur_every, start=ga.start, stop_confidence=ga.stop_confidence,
-                                thresholds=tuple(t.thresholds))
+    """GradientAscentConfig from `task.gradient_ascent` (less the harness's `center`) plus the task's `thresholds`."""
+    settings = {k: v for k, v in t.gradient_ascent.items() if k != "center"}
+    return GradientAscentConfig(**settings, thresholds=tuple(t.thresholds))
 
 
 def per_class_table(metrics: dict, classes: tuple[int, ...], class_names: tuple[str, ...], title: str) -> str:
@@ -154,9 +146,8 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         yield ctx.row("fooling", name, metrics, base, time.perf_counter() - start)
         return
 
-    rt = t.retraining
-    rt_config = RetrainingConfig(rounds=rt.rounds, runs_per_round=rt.runs_per_round, balance=rt.balance)
-    build_fn, train_fn = recipe_trainer(cfg.model.name, cfg.dataset.name, shape, rt.epochs)
+    rt_config = OmegaConf.to_object(t.retraining)   # a RetrainingConfig, plus the harness's `epochs`
+    build_fn, train_fn = recipe_trainer(cfg.model.name, cfg.dataset.name, shape, rt_config.epochs)
     rounds = retraining_experiment(model, ctx.load_data("train"), test, encoding, build_fn, train_fn,
                                    me_config, rt_config, seed=ctx.seed, log=log)
     for r in rounds:

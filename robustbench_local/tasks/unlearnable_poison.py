@@ -7,6 +7,7 @@ vs mix plot, the clean vs poisoned image grid, the poisoned training set (.npz),
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -24,15 +25,15 @@ from robustbench_local.tasks.base import TaskContext
 
 def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimConfig], tuple[float, ...]]:
     """Turn the task config into the poison config, the victim recipes and the mixes (ConfigError if bad)."""
-    trainings, v = list(tcfg.trainings), tcfg.victim
+    trainings = list(tcfg.trainings)
     unknown = [t for t in trainings if t not in CUDA_TRAININGS]
     if unknown or not trainings:
         raise ConfigError(f"task.trainings must be a non-empty list from {sorted(CUDA_TRAININGS)}, got {trainings}")
     try:
-        cuda = CudaConfig(kernel_size=tcfg.cuda.kernel_size, blur=tcfg.cuda.blur, mix=1.0, key=tcfg.cuda.key)
+        cuda = CudaConfig(**tcfg.cuda)
         mixes = tuple(float(m) for m in tcfg.mixes)
         for m in mixes:
-            CudaConfig(cuda.kernel_size, cuda.blur, m, cuda.key)  # validates mix
+            replace(cuda, mix=m)  # validates mix
         victims = []
         for training in trainings:
             norm = CUDA_TRAININGS[training]
@@ -40,10 +41,8 @@ def build_configs(tcfg: DictConfig, seed: int) -> tuple[CudaConfig, list[VictimC
             if eps is None:
                 raise ConfigError(f"task.at_eps.{norm} is missing: {training} needs an eps")
             for augment in tcfg.augment:
-                victims.append(VictimConfig(architecture=v.architecture, epochs=v.epochs, lr=v.lr,
-                                            batch_size=v.batch_size, optimizer=v.optimizer,
-                                            weight_decay=v.weight_decay, schedule=v.schedule, steps=v.steps,
-                                            adversarial=norm, eps=float(eps), augment=bool(augment), seed=seed))
+                victims.append(VictimConfig(**tcfg.victim, adversarial=norm, eps=float(eps), augment=bool(augment),
+                                            seed=seed))
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
@@ -72,7 +71,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     out = Path(ctx.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    released = poison_split(train, CudaConfig(cuda.kernel_size, cuda.blur, max(mixes), cuda.key))
+    released = poison_split(train, replace(cuda, mix=max(mixes)))
     if tcfg.save_poisoned:
         save_poisoned(out / f"cuda_{train.name}_train.npz", released)
     full = released if max(mixes) == 1.0 else poison_split(train, cuda)
