@@ -65,6 +65,8 @@ def run_task(cfg: DictConfig, ctx: TaskContext | None = None) -> list[ResultRow]
     The store is opened once for the run. Inside a sweep the job's outcome is recorded too, and a job already
     recorded ``ok`` is skipped.
     """
+    if not tracked(cfg):
+        validate(cfg)   # before the store is opened: a bad config leaves no database behind (a sweep job records it)
     with open_store(cfg) as store:
         if tracked(cfg):
             return run_job(cfg, store, lambda: _run_rows(cfg, ctx, store))
@@ -92,7 +94,6 @@ def _run_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> 
         print(f"\nLeaderboard ({cfg.dataset.name}, {cfg.threat.norm}) from {cfg.results.url}:")
         render(store, cfg.dataset.name, str(cfg.threat.norm))
     return sink.recorded + sink.spooled
-
 
 
 def module_info(module: nn.Module, name: str, description: str = "") -> ModelInfo:
