@@ -27,7 +27,14 @@ from robustbench_local.tasks.leaderboard import render  # noqa: E402
 
 register_configs()  # conf/ extends these schemas, so they must be stored before any compose
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The Hydra config tree: the copy a wheel ships in the package, else ``conf/`` of the checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf" / "config.yaml").exists() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -107,7 +114,7 @@ def main() -> None:
     """Console entry point of ``rbl``."""
     if not (CONF_DIR / "config.yaml").exists():
         sys.exit(f"rbl: error: config tree not found at {CONF_DIR}; install the suite from its source checkout "
-                 "with `pip install -e .`")
+                 "(`pip install .` or `pip install -e .`) or from a wheel built there")
     bad = unknown_choice(sys.argv[1:], CONF_DIR)
     if bad:
         print(f"rbl: error: {bad}", file=sys.stderr)
