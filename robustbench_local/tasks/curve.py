@@ -51,7 +51,8 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         broken = [torch.zeros(0, dtype=torch.bool) for _ in epsilons]
         for x, y in zip(data.x.split(cfg.batch_size), data.y.split(cfg.batch_size)):
             torch.manual_seed(cfg.seed)
-            found = broken_at(model, x, y, spec.attack.at_epsilons(model, x, y, norm, epsilons), norm, epsilons)
+            candidates = [r.x_adv for r in spec.attack.at_epsilons(model, x, y, norm, epsilons)]
+            found = broken_at(model, x, y, candidates, norm, epsilons)
             broken = [torch.cat([b, f]) for b, f in zip(broken, found)]
         masks = [encode_mask((clean & ~b).tolist()) for b in broken]
         accs = [m.count("1") / len(m) for m in masks]
