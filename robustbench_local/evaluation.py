@@ -154,8 +154,6 @@ def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAtt
     numbers are the same as a sequential run because every (attack, batch) is seeded on its own.
     """
     check_classifier(model, data.x, data.num_classes)
-    for attack in attacks.values():
-        attack.check(data.x[:1], data.y[:1], threat)
     clean = (predict(model, data.x, batch_size) == data.y).tolist()
     state = _State(state_path, state_key)
     n_batches = -(-len(data) // batch_size)

@@ -26,7 +26,7 @@ class ShiftAttack(EvasionAttack):
     def __init__(self, name, targets, step=0.05, fail_after=None):
         self.name, self.targets, self.step, self.fail_after, self.calls = name, set(targets), step, fail_after, 0
 
-    def __call__(self, model, x, y, threat):
+    def run(self, model, x, y, threat):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
@@ -55,12 +55,12 @@ def test_worst_case_is_per_example_and_claims_are_rechecked():
     threat = ThreatModel("Linf", 0.1)
     a = ShiftAttack("a", ids[0:3])
     b = ShiftAttack("b", ids[2:5])
-    too_big = ShiftAttack("too_big", ids[6:9], step=0.3)  # breaks the model but leaves the eps-ball
-    report = evaluate(model, data, {"a": a, "b": b, "too_big": too_big}, threat, batch_size=5, progress=False)
+    broken = ShiftAttack("broken", ids[6:9], step=float("nan"))  # claims success with non-finite candidates
+    report = evaluate(model, data, {"a": a, "b": b, "broken": broken}, threat, batch_size=5, progress=False)
     assert report.clean_acc == 1.0
     assert report.attacks["a"].robust_acc == pytest.approx(9 / 12)
     assert report.attacks["b"].robust_acc == pytest.approx(9 / 12)
-    assert report.attacks["too_big"].robust_acc == 1.0 and report.attacks["too_big"].rejected == 3
+    assert report.attacks["broken"].robust_acc == 1.0 and report.attacks["broken"].rejected == 3
     assert sum(report.worst_case) == 12 - 5  # union of examples 0..4
     assert report.metrics()["robust_acc"] == pytest.approx(7 / 12)
 

@@ -96,7 +96,7 @@ def test_rbl_attack_config_builds_the_attack_and_its_figure(mnist_cnn, correct_m
     if res.success.any():
         assert png is not None and png.stat().st_size > 1000
     with pytest.raises(AttackError, match="Linf"):
-        attack.check(x[:1], y[:1], ThreatModel("Linf", 0.1))
+        attack.check_threat(ThreatModel("Linf", 0.1))
     with pytest.raises(AttackError, match="player2"):
         FeatureGuidedAttack(player2="greedy")
 

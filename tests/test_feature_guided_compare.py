@@ -63,4 +63,4 @@ def test_jsma_is_sparse_and_validates_its_arguments(mnist_cnn):
     with pytest.raises(AttackError, match="gamma"):
         JSMAAttack(gamma=0)
     with pytest.raises(AttackError, match="L0"):
-        JSMAAttack().check(data.x[:1], data.y[:1], ThreatModel("L2", None))
+        JSMAAttack().check_threat(ThreatModel("L2", None))

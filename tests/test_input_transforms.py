@@ -13,6 +13,7 @@ from defenses.input_transforms.jpeg import JPEG
 from defenses.input_transforms.median import Median
 from defenses.input_transforms.wrapper import DefenseError, Preprocessed
 from defenses.raw_isp.demosaic import ClassicalISP
+from rbl_core.threat import ThreatModel
 from robustbench_local.data import load_dataset
 
 CLASSIFIER = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
@@ -65,7 +66,7 @@ def test_an_rgb_defense_refuses_grey_images():
 class _Recorder(EvasionAttack):
     """Returns its input unchanged and records which model it was handed."""
 
-    def __call__(self, model, x, y, threat):
+    def run(self, model, x, y, threat):
         self.seen = model
         return AttackResult(x, torch.zeros(len(x), dtype=torch.bool))
 
@@ -73,9 +74,9 @@ class _Recorder(EvasionAttack):
 def test_unaware_crafts_on_the_bare_model_and_eot_averages_draws():
     bare, defended = nn.Identity(), nn.Linear(2, 2)
     inner = _Recorder()
-    Unaware(inner, bare)(defended, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None)
+    Unaware(inner, bare)(defended, torch.zeros(1, 1, 1, 2), torch.zeros(1, dtype=torch.long), ThreatModel("Linf", 0.1))
     assert inner.seen is bare
-    EOT(inner, 4)(defended, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None)
+    EOT(inner, 4)(defended, torch.zeros(1, 1, 1, 2), torch.zeros(1, dtype=torch.long), ThreatModel("Linf", 0.1))
     assert isinstance(inner.seen, MeanLogits) and inner.seen.samples == 4
 
     class Noisy(nn.Module):

@@ -55,11 +55,8 @@ class AutoAttackAdapter(EvasionAttack):
         self.batch_size = batch_size
         self.name = name or (f"autoattack_{version}" if version != "custom" else "aa_" + "+".join(self.attacks or []))
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
         """Run AutoAttack on (x, y); its own per-example early stopping keeps already-broken points."""
-        self.check(x, y, threat)
-        if threat.eps is None:
-            raise AttackError("AutoAttack needs a bounded threat model (threat.eps)")
         from pyautoattack import AutoAttack
 
         _reset_dynamic_check()
@@ -78,5 +75,4 @@ class AutoAttackAdapter(EvasionAttack):
                     _set_iterations(apgd, self.n_iter)
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=self.batch_size)
         with torch.no_grad():
-            success = model(x_adv).argmax(dim=1) != y
-        return AttackResult(x_adv.detach(), success, distance=threat.distance(x, x_adv))
+            return AttackResult(x_adv, model(x_adv).argmax(dim=1) != y)

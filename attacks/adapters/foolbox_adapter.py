@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from attacks.base import AttackError, AttackResult, EvasionAttack
-from rbl_core.threat import ThreatModel
+from rbl_core.threat import Norm, ThreatModel
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # foolbox imports GitPython, which fails without git
 
@@ -35,8 +35,6 @@ FOOLBOX_ALIASES: dict[str, dict[str, str]] = {
 _MINIMIZATION = {"L2CarliniWagnerAttack", "LinfDeepFoolAttack", "L2DeepFoolAttack", "HopSkipJumpAttack",
                  "BoundaryAttack", "L2FMNAttack", "LInfFMNAttack", "DDNAttack", "SaltAndPepperNoiseAttack",
                  "PointwiseAttack"}
-# Decision-based attacks query labels only; they are counted as black-box.
-_BLACK_BOX = {"HopSkipJumpAttack", "BoundaryAttack", "SaltAndPepperNoiseAttack", "PointwiseAttack"}
 
 
 def _import_foolbox() -> Any:
@@ -70,56 +68,31 @@ class FoolboxAttack(EvasionAttack):
         self.attack = attack
         self.kwargs = dict(kwargs)
         self.name = name or attack
+        self.minimization = all(c in _MINIMIZATION for c in FOOLBOX_ALIASES.get(attack, {"": attack}).values())
         if attack in FOOLBOX_ALIASES:
             self.norms = tuple(FOOLBOX_ALIASES[attack])
-        elif attack in _MINIMIZATION:
-            self.norms = tuple(dict.fromkeys((FOOLBOX_NATIVE_NORM[attack], "Linf", "L2")))
-        else:
-            self.norms = (FOOLBOX_NATIVE_NORM[attack],)
+        else:  # a minimisation attack runs in the other norms too, its minimal perturbation projected there
+            other = ("Linf", "L2") if self.minimization else ()
+            self.norms = tuple(dict.fromkeys((FOOLBOX_NATIVE_NORM[attack], *other)))
 
     def resolve(self, threat: ThreatModel) -> str:
         """The concrete Foolbox class name used under ``threat``."""
         return FOOLBOX_ALIASES[self.attack][threat.norm.value] if self.attack in FOOLBOX_ALIASES else self.attack
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
-        """Run the attack; results in another norm than the attack's own are projected onto the threat ball."""
-        self.check(x, y, threat)
-        fb = _import_foolbox()
-        cls_name = self.resolve(threat)
-        attack = self._build(fb, cls_name, threat.norm.value)
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+        """One Foolbox call: clipped to ``threat.eps`` by Foolbox (fixed-eps attacks) or unbounded (minimisation)."""
+        fb, cls_name = _import_foolbox(), self.resolve(threat)
+        kwargs = {"constraint": "linf" if threat.norm == Norm.Linf else "l2"} if cls_name == "HopSkipJumpAttack" else {}
         counter = _CountingModule(model).eval()
         fmodel = fb.PyTorchModel(counter, bounds=(0, 1), device="cpu")
-        native = FOOLBOX_NATIVE_NORM[cls_name] == threat.norm.value or cls_name == "HopSkipJumpAttack"
-        if native:
-            _, x_adv, success = attack(fmodel, x, y, epsilons=threat.eps)
-        else:
-            raw, _, success = attack(fmodel, x, y, epsilons=None)
-            x_adv = threat.project(x, raw)
+        attack = getattr(fb.attacks, cls_name)(**{**kwargs, **self.kwargs})
+        _, x_adv, success = attack(fmodel, x, y, epsilons=threat.eps)
         queries = torch.full((x.shape[0],), counter.count // max(x.shape[0], 1), dtype=torch.long)
-        return AttackResult(x_adv.detach(), success.detach(), queries=queries, distance=threat.distance(x, x_adv))
+        return AttackResult(x_adv, success, queries=queries)
 
-    def _build(self, fb: Any, cls_name: str, norm: str) -> Any:
-        kwargs = dict(self.kwargs)
-        if cls_name == "HopSkipJumpAttack":
-            kwargs.setdefault("constraint", "linf" if norm == "Linf" else "l2")
-        return getattr(fb.attacks, cls_name)(**kwargs)
-
-    def at_epsilons(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
-                    epsilons: list[float]) -> list[torch.Tensor]:
-        """Candidates at every budget in ``epsilons`` (norm ``norm``), in order, from one call where Foolbox allows.
-
-        Foolbox takes the list itself: a minimisation attack runs once and its perturbation is clipped per budget,
-        a fixed-budget attack runs once per budget. In a norm other than the attack's own, the one minimal
-        perturbation is projected onto each ball. Candidates are not checked here; the caller re-measures them.
-        """
-        fb = _import_foolbox()
-        threat = ThreatModel(norm, max(epsilons))
-        self.check(x, y, threat)
-        cls_name = self.resolve(threat)
-        attack = self._build(fb, cls_name, norm)
-        fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1), device="cpu")
-        if FOOLBOX_NATIVE_NORM[cls_name] == norm or cls_name == "HopSkipJumpAttack":
-            _, clipped, _ = attack(fmodel, x, y, epsilons=list(epsilons))
-            return [c.detach() for c in clipped]
-        raw, _, _ = attack(fmodel, x, y, epsilons=None)
-        return [ThreatModel(norm, e).project(x, raw).detach() for e in epsilons]
+    def project(self, x: torch.Tensor, x_adv: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+        """In the attack's own Linf or L2 norm, Foolbox's clip_perturbation (its float ops differ from the threat's)."""
+        own = FOOLBOX_NATIVE_NORM[self.resolve(threat)] == threat.norm.value or self.attack == "HopSkipJumpAttack"
+        if threat.eps is None or threat.norm == Norm.L0 or not own:
+            return super().project(x, x_adv, threat)  # in another norm the minimal perturbation is projected
+        return getattr(_import_foolbox().distances, threat.norm.value.lower()).clip_perturbation(x, x_adv, threat.eps)

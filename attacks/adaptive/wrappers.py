@@ -15,17 +15,28 @@ from attacks.base import AttackError, AttackResult, EvasionAttack
 from rbl_core.threat import ThreatModel
 
 
-class Unaware(EvasionAttack):
+class _Wrapper(EvasionAttack):
+    """``inner`` run against another model; its name, norms, kind and projection carry over."""
+
+    def __init__(self, inner: EvasionAttack) -> None:
+        self.inner, self.name, self.norms = inner, inner.name, inner.norms
+        self.minimization, self.default_budget = inner.minimization, inner.default_budget
+
+    def project(self, x: torch.Tensor, x_adv: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+        """The inner attack's projection."""
+        return self.inner.project(x, x_adv, threat)
+
+
+class Unaware(_Wrapper):
     """``inner`` run against ``bare`` (the undefended classifier), whatever model it is handed."""
 
     def __init__(self, inner: EvasionAttack, bare: nn.Module) -> None:
-        self.inner, self.bare = inner, bare.eval()
-        self.name, self.norms = inner.name, inner.norms
+        super().__init__(inner)
+        self.bare = bare.eval()
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
         """Craft on the bare classifier; success is left to the harness's re-measurement on ``model``."""
-        result = self.inner(self.bare, x, y, threat)
-        return AttackResult(result.x_adv, result.success, result.queries, result.distance)
+        return self.inner.run(self.bare, x, y, threat)
 
 
 class MeanLogits(nn.Module):
@@ -40,15 +51,15 @@ class MeanLogits(nn.Module):
         return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
 
 
-class EOT(EvasionAttack):
+class EOT(_Wrapper):
     """``inner`` run against the ``samples``-draw average of a random model (Expectation over Transformation)."""
 
     def __init__(self, inner: EvasionAttack, samples: int = 8) -> None:
         if samples < 1:
             raise AttackError(f"EOT needs samples >= 1, got {samples}")
-        self.inner, self.samples = inner, samples
-        self.name, self.norms = inner.name, inner.norms
+        super().__init__(inner)
+        self.samples = samples
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
         """Attack the averaged model; the harness re-measures on ``model`` itself."""
-        return self.inner(MeanLogits(model, self.samples).eval(), x, y, threat)
+        return self.inner.run(MeanLogits(model, self.samples).eval(), x, y, threat)

@@ -51,6 +51,7 @@ class FeatureGuidedAttack(EvasionAttack):
     """SIFT-feature-guided two-player game solved by MCTS; black-box, minimises L0, L1 or L2."""
 
     norms = ("L0", "L1", "L2")
+    default_budget = True  # see distance_budget
 
     def __init__(self, name: str = "feature_guided", player2: str = "cooperative", manipulation: str = "tau",
                  tau: float = 1.0, budget: float | None = None, upscale: int = 15, sigma_constant: float = 15.0,
@@ -114,17 +115,11 @@ class FeatureGuidedAttack(EvasionAttack):
         x_adv = torch.from_numpy(game.image(result.best_state)).to(x.dtype)
         return ImageOutcome(x_adv, True, oracle.queries - start, result.best_distance, result, features)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
         """Attack every image of the batch independently; the model is used only through a ProbabilityOracle."""
-        self.check(x, y, threat)
         oracle = ProbabilityOracle(model)
         budget = self.distance_budget(threat, tuple(x.shape[1:]))
         outs = [self.attack_one(oracle, x[i], int(y[i]), threat.norm.value, budget) for i in range(x.shape[0])]
         x_adv = torch.stack([o.x_adv for o in outs]) if outs else x.clone()
-        return AttackResult(
-            x_adv=x_adv,
-            success=torch.tensor([o.success for o in outs], dtype=torch.bool),
-            queries=torch.tensor([o.queries for o in outs], dtype=torch.long),
-            distance=threat.distance(x, x_adv),
-            details=outs,
-        )
+        return AttackResult(x_adv, torch.tensor([o.success for o in outs], dtype=torch.bool),
+                            torch.tensor([o.queries for o in outs], dtype=torch.long), details=outs)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.base import AttackError, AttackResult, EvasionAttack
+from attacks.base import AttackResult, EvasionAttack
 from attacks.adapters.foolbox_adapter import FoolboxAttack
 from rbl_core.remeasure import remeasure
 from rbl_core.threat import Norm, ThreatModel
@@ -110,17 +110,14 @@ class MomentumPGD(EvasionAttack):
         kind = "m_di2_fgsm" if diversity_prob > 0 else "mi_fgsm"
         self.name = f"{kind}_{loss}"
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
         """Run the attack inside ``threat`` (Linf only)."""
-        self.check(x, y, threat)
-        if threat.eps is None:
-            raise AttackError(f"{self.name} needs a fixed eps, got eps=None")
-        x_adv = momentum_pgd(model, x, y, threat.eps, self.steps, self.rel_step * threat.eps / self.steps,
-                             self.mu, self.loss, self.rand_start, self.restarts, self.diversity_prob)
-        x_adv = threat.project(x, x_adv)
+        # threat.project on top of the loop's clamp: the two round differently, and transfer sets keep their bits
+        x_adv = threat.project(x, momentum_pgd(
+            model, x, y, threat.eps, self.steps, self.rel_step * threat.eps / self.steps, self.mu, self.loss,
+            self.rand_start, self.restarts, self.diversity_prob))
         with torch.no_grad():
-            success = model(x_adv).argmax(1) != y
-        return AttackResult(x_adv=x_adv, success=success, distance=threat.distance(x, x_adv))
+            return AttackResult(x_adv, model(x_adv).argmax(1) != y)
 
 
 def default_transfer_attacks(steps: int = 20, restarts: int = 2) -> list[EvasionAttack]:
