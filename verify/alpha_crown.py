@@ -95,6 +95,7 @@ def optimized_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.
     params = alpha + (beta or []) + [logits]
     for p in params:
         p.requires_grad_(True)
+    # Not rbl_core.training.fit: it ascends a bound over relaxation parameters (projected, best kept), not weights.
     opt = torch.optim.Adam(params, lr=lr)
     best = crown.clone()
     best_params = [p.detach().clone() for p in params]
