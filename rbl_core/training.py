@@ -135,8 +135,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Callable[[i
     """The suite's one training loop: per epoch, an optimiser step on ``loss_fn(batch, step)`` per ``batches(epoch)``.
 
     ``epochs``: ``range(n)`` or a progress bar over it. ``loss_fn`` may return one loss per sub-model of ``model``
-    (one optimiser): one backward pass gives each its own gradient. ``schedule`` steps after every optimiser step
-    (epoch schedules step in ``on_epoch_end``). Under :func:`deterministic_training`; ``model`` is in eval mode after.
+    (one optimiser; one backward pass gives each its own gradient). ``schedule`` steps after every optimiser step,
+    epoch schedules in ``on_epoch_end``. Under :func:`deterministic_training`; ``model`` is in eval mode after.
     """
     step, loss = 0, None
     with deterministic_training():
@@ -182,8 +182,7 @@ def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: flo
             model.train()
         return F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y, step, total)
 
-    # disable=None: off when not a terminal
-    bar = tqdm(range(epochs), desc=f"train {train.name}", disable=None if progress else True, leave=False)
+    bar = tqdm(range(epochs), desc=f"train {train.name}", disable=None if progress else True, leave=False)  # None: off when not a terminal
     fit(model, opt, lambda epoch: train.loader(batch_size, shuffle=True, seed=seed * 1000 + epoch), loss, epochs=bar,
         schedule=sched, on_epoch_end=lambda _, last: bar.set_postfix(loss=last.item()))
     return model
