@@ -40,7 +40,11 @@ class DataSplit:
 
     def loader(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x, y) mini-batches; shuffling is seeded so epochs are reproducible."""
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            idx = order[start:start + batch_size]
-            yield self.x[idx], self.y[idx]
+        batches = index_batches(len(self), batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
+        return ((self.x[idx], self.y[idx]) for idx in batches)
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Index mini-batches over ``n`` examples: one permutation drawn from ``generator``, or in order without one."""
+    order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]

@@ -1,13 +1,14 @@
-"""Training loops for zoo models: plain ERM, PGD adversarial training (Linf or L2) or a caller's loss."""
+"""The suite's one training loop (``fit``) and optimiser factory; on them, classifier training (ERM, PGD-AT, a loss)."""
 from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from rbl_core.data import DataSplit
@@ -16,6 +17,8 @@ from rbl_core.threat import Norm, ThreatModel
 
 # (model, x, y, step, total_steps) -> loss: a training objective with its own schedule (e.g. certified training)
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+Batch = TypeVar("Batch")
+Loss = torch.Tensor | Sequence[torch.Tensor]   # what a step of fit() minimises: one loss, or one per model
 
 
 @contextmanager
@@ -115,12 +118,43 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, flip: bool) -> to
     return out
 
 
-def _optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable, name: str = "adam", *, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                   nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """The suite's one optimiser factory: Adam or SGD with momentum over tensors or parameter groups."""
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}: choose adam or sgd")
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Callable[[int], Iterable[Batch]],
+        loss_fn: Callable[[Batch, int], Loss], *, epochs: Iterable[int], schedule: LRScheduler | None = None,
+        on_step: Callable[[Batch, Loss], None] | None = None,
+        on_epoch_end: Callable[[int, Loss | None], None] | None = None) -> None:
+    """The suite's one training loop: per epoch, an optimiser step on ``loss_fn(batch, step)`` per ``batches(epoch)``.
+
+    ``epochs``: ``range(n)`` or a progress bar over it. ``loss_fn`` may return one loss per sub-model of ``model``
+    (one optimiser; one backward pass gives each its own gradient). ``schedule`` steps after every optimiser step,
+    epoch schedules in ``on_epoch_end``. Under :func:`deterministic_training`; ``model`` is in eval mode after.
+    """
+    step, loss = 0, None
+    with deterministic_training():
+        for epoch in epochs:
+            model.train()
+            for batch in batches(epoch):
+                loss = loss_fn(batch, step)
+                optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(loss)
+                optimizer.step()
+                if schedule is not None:
+                    schedule.step()
+                if on_step is not None:
+                    on_step(batch, loss)
+                step += 1
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, loss)
+    model.eval()
 
 
 def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: float, batch_size: int, seed: int,
@@ -130,43 +164,25 @@ def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: flo
     """Train ``model`` by ERM, by PGD adversarial training when ``adversarial`` is "Linf" or "L2", or on ``loss_fn``."""
     if loss_fn is not None and adversarial:
         raise ValueError("give either adversarial (PGD training) or loss_fn, not both")
-    with deterministic_training():
-        return _train_classifier(model, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                 adversarial=adversarial, eps=eps, steps=steps, optimizer=optimizer,
-                                 schedule=schedule, weight_decay=weight_decay, augment=augment, progress=progress,
-                                 loss_fn=loss_fn)
-
-
-def _train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: float, batch_size: int, seed: int,
-                      adversarial: str | None, eps: float, steps: int, optimizer: str, schedule: str,
-                      weight_decay: float, augment: bool, progress: bool, loss_fn: LossFn | None = None) -> nn.Module:
-    # The loop of train_classifier, run under deterministic_training().
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     threat = ThreatModel(Norm(adversarial), eps) if adversarial else None
-    opt = _optimizer(model, optimizer, lr, weight_decay)
-    steps_per_epoch = -(-len(train) // batch_size)
-    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-             if schedule == "onecycle" else None)
-    flip = train.x.shape[1] == 3
-    step, total = 0, epochs * steps_per_epoch
+    opt = make_optimizer(model.parameters(), optimizer, lr=lr, weight_decay=weight_decay, nesterov=True)
+    total = epochs * -(-len(train) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total) if schedule == "onecycle" else None
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
+        x, y = batch
+        if augment:
+            x = augment_batch(x, gen, flip=x.shape[1] == 3)
+        if threat is not None:
+            # Craft in eval mode so BatchNorm statistics are not updated by adversarial batches.
+            model.eval()
+            x = pgd_perturb(model, x, y, threat, steps=steps, generator=gen)
+            model.train()
+        return F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y, step, total)
+
     bar = tqdm(range(epochs), desc=f"train {train.name}", disable=None if progress else True, leave=False)  # None: off when not a terminal
-    for epoch in bar:
-        model.train()
-        for x, y in train.loader(batch_size, shuffle=True, seed=seed * 1000 + epoch):
-            if augment:
-                x = augment_batch(x, gen, flip)
-            if threat is not None:
-                # Craft in eval mode so BatchNorm statistics are not updated by adversarial batches.
-                model.eval()
-                x = pgd_perturb(model, x, y, threat, steps=steps, generator=gen)
-                model.train()
-            loss = F.cross_entropy(model(x), y) if loss_fn is None else loss_fn(model, x, y, step, total)
-            step += 1
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-        bar.set_postfix(loss=loss.item())
-    return model.eval()
+    fit(model, opt, lambda epoch: train.loader(batch_size, shuffle=True, seed=seed * 1000 + epoch), loss, epochs=bar,
+        schedule=sched, on_epoch_end=lambda _, last: bar.set_postfix(loss=last.item()))
+    return model

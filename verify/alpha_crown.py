@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rbl_core.training import make_optimizer
+
 from .bounds import SLACK, Bounds, TorchNet, compute_bounds, concretize, l2_ball
 
 
@@ -95,7 +97,8 @@ def optimized_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.
     params = alpha + (beta or []) + [logits]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    # Not rbl_core.training.fit: it ascends a bound over relaxation parameters (projected, best kept), not weights.
+    opt = make_optimizer(params, lr=lr)
     best = crown.clone()
     best_params = [p.detach().clone() for p in params]
     for _ in range(iters):

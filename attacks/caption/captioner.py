@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.caption.scenes import BOS_ID, EOS_ID, MAX_LEN, PAD_ID, VOCAB
+from rbl_core.data import index_batches
+from rbl_core.training import fit, make_optimizer
 
 
 class Captioner(nn.Module):
@@ -196,18 +198,14 @@ def pretrain_encoder(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *,
         flat = model.encode(x[:1]).numel()
     probe = nn.Linear(flat, labels.shape[1] * model.vocab_size)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(list(model.parameters()) + list(probe.parameters()), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            logits = probe(model.encode(x[idx]).flatten(1)).view(len(idx), labels.shape[1], model.vocab_size)
-            # PAD_ID marks "no object here": a class of its own, so the probe also learns to count.
-            loss = F.cross_entropy(logits.transpose(1, 2), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+
+    def loss(idx: torch.Tensor, _step: int) -> torch.Tensor:
+        logits = probe(model.encode(x[idx]).flatten(1)).view(len(idx), labels.shape[1], model.vocab_size)
+        # PAD_ID marks "no object here": a class of its own, so the probe also learns to count.
+        return F.cross_entropy(logits.transpose(1, 2), labels[idx])
+
+    fit(model, make_optimizer(list(model.parameters()) + list(probe.parameters()), lr=lr),
+        lambda _: index_batches(len(x), batch_size, gen), loss, epochs=range(epochs))
 
 
 def train_captioner(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *, epochs: int, lr: float,
@@ -219,16 +217,11 @@ def train_captioner(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *, 
     if pretrain_epochs > 0:
         pretrain_encoder(model, x, tokens, epochs=pretrain_epochs, lr=lr, batch_size=batch_size, seed=seed + 1)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            logits = model(x[idx], tokens[idx])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[idx, 1:].reshape(-1),
-                                   ignore_index=PAD_ID)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+
+    def loss(idx: torch.Tensor, _step: int) -> torch.Tensor:
+        logits = model(x[idx], tokens[idx])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[idx, 1:].reshape(-1), ignore_index=PAD_ID)
+
+    fit(model, make_optimizer(model.parameters(), lr=lr), lambda _: index_batches(len(x), batch_size, gen), loss,
+        epochs=range(epochs))
+    return model

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rbl_core.config import ranged
-from rbl_core.training import deterministic_training
+from rbl_core.training import deterministic_training, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,8 @@ def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.
     torch.manual_seed(seed)
     g, d = Generator(cfg.width, tuple(x_train.shape[1:])), Discriminator(cfg.width, x_train.shape[1])
     conv = [p for n, p in g.named_parameters() if n != "bias"]
-    opt_g = torch.optim.Adam([{"params": conv}, {"params": [g.bias], "lr": cfg.bias_lr}], lr=cfg.lr,
-                             betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_g = make_optimizer([{"params": conv}, {"params": [g.bias], "lr": cfg.bias_lr}], lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = make_optimizer(d.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -137,6 +136,7 @@ def train_generator(model: nn.Module, x_train: torch.Tensor, target_grid: torch.
     try:
         # one thread, deterministic kernels, oneDNN off: a seeded generator is the same on every machine
         with deterministic_training():
+            # Not rbl_core.training.fit: each step alternates two updates, D on its loss, then G against that D.
             for _ in range(cfg.steps):
                 x = x_train[torch.randint(len(x_train), (cfg.batch_size,), generator=gen)]
                 x_adv = perturb(g, x, eps, straight_through=True)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses.contextual_fusion.model import FusionModel, LinearOnFeatures
-from rbl_core.training import deterministic_training
+from rbl_core.training import fit, make_optimizer
 
 
 @dataclass
@@ -54,18 +54,16 @@ def frozen_features(extractor: nn.Module, x: torch.Tensor, batch_size: int = 512
 def train_linear(features: torch.Tensor, y: torch.Tensor, *, num_classes: int = 10, alpha: float = 0.0,
                  penalised: int = 0, steps: int = 300, lr: float = 0.05, seed: int = 0) -> nn.Linear:
     """Full-batch Adam on CE + alpha * ||W[:, :penalised]||^2 (the fusion regulariser on theta_fg)."""
-    with deterministic_training():
-        torch.manual_seed(seed)
-        head = nn.Linear(features.shape[1], num_classes)
-        opt = torch.optim.Adam(head.parameters(), lr=lr)
-        for _ in range(steps):
-            loss = F.cross_entropy(head(features), y)
-            if alpha > 0 and penalised > 0:
-                loss = loss + alpha * head.weight[:, :penalised].pow(2).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return head.eval()
+    torch.manual_seed(seed)
+    head = nn.Linear(features.shape[1], num_classes)
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor], _step: int) -> torch.Tensor:
+        value = F.cross_entropy(head(batch[0]), batch[1])
+        return value + alpha * head.weight[:, :penalised].pow(2).sum() if alpha > 0 and penalised > 0 else value
+
+    # Full batch: an epoch is one step.
+    fit(head, make_optimizer(head.parameters(), lr=lr), lambda _: [(features, y)], loss, epochs=range(steps))
+    return head
 
 
 def fusion_features(streams: Streams, x: torch.Tensor) -> torch.Tensor:

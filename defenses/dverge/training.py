@@ -15,15 +15,16 @@ import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from defenses.dverge.ensemble import Ensemble
 from defenses.dverge.feature_distillation import distill_features, feature_layers
+from rbl_core.data import index_batches
 from rbl_core.threat import Norm, ThreatModel
-from rbl_core.training import augment_batch, pgd_perturb
+from rbl_core.training import augment_batch, fit, make_optimizer, pgd_perturb
 
 
 @dataclass
@@ -92,17 +93,6 @@ class DvergeHistory:
     distill_times: list[float] = field(default_factory=list)
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    perm = torch.randperm(n, generator=gen)
-    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _make_optimizer(cfg: DvergeConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
 def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape[0] != y.shape[0]:
         raise ValueError(f"training data must be NCHW images with one label each, got x {tuple(x.shape)}, y {tuple(y.shape)}")
@@ -124,67 +114,70 @@ def train_dverge(
         raise ValueError(f"DVERGE needs at least 2 sub-models, the ensemble has {len(ensemble)}")
     if cfg.n_train is not None:
         x, y = x[: cfg.n_train], y[: cfg.n_train]
-    members = list(ensemble.members)
-    layer_lists = [feature_layers(m, x[:1]) for m in members]
+    layer_lists = [feature_layers(m, x[:1]) for m in ensemble]
     depth = min(len(ls) for ls in layer_lists)
     if cfg.distill_layer is not None and not 1 <= cfg.distill_layer <= depth:
         raise ValueError(f"distill_layer must be in 1..{depth} for these sub-models, got {cfg.distill_layer}")
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    opts = [_make_optimizer(cfg, m.parameters()) for m in members]
+    # One optimiser over every member: member i's loss reaches only its weights (see fit).
+    opt = make_optimizer(ensemble.parameters(), cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         momentum=cfg.momentum)
     milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones})
-    scheds = [torch.optim.lr_scheduler.MultiStepLR(o, milestones=milestones, gamma=cfg.lr_gamma) for o in opts]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.lr_gamma)
     hist = DvergeHistory()
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        distill_t = 0.0
+    now: dict[str, Any] = {}   # this epoch's start time, distillation time and per-member loss sums
+
+    def batches(_epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        now.update(start=time.perf_counter(), distill=0.0, loss=[0.0] * len(ensemble))
         # Re-sample the layer every epoch (reference: random.randint(1, depth)).
-        layer_idx = cfg.distill_layer if cfg.distill_layer is not None else rng.randint(1, depth)
-        hist.layers.append(layer_idx)
-        loss_sum = [0.0] * len(members)
-        src_batches = _batches(len(x), cfg.batch_size, gen)
-        tgt_batches = _batches(len(x), cfg.batch_size, gen)  # independent shuffle = random targets
-        for bs, bt in zip(src_batches, tgt_batches):
-            xs, ys, xt = x[bs], y[bs], x[bt]
-            if len(xt) != len(xs):
-                xt = xt[: len(xs)]
+        hist.layers.append(cfg.distill_layer if cfg.distill_layer is not None else rng.randint(1, depth))
+        src, tgt = index_batches(len(x), cfg.batch_size, gen), index_batches(len(x), cfg.batch_size, gen)
+        for bs, bt in zip(src, tgt):  # independent shuffles = random targets; batches of equal sizes
+            xs, xt = x[bs], x[bt]
             if cfg.augment:
                 flip = xs.shape[1] == 3  # flips only for natural (colour) images, as the zoo does
                 xs, xt = augment_batch(xs, gen, flip), augment_batch(xt, gen, flip)
-            for m in members:
-                m.train(not cfg.distill_eval_mode)
-            td = time.perf_counter()
-            distilled = [
-                distill_features(m, layer_list[layer_idx - 1], xs, xt, cfg.distill_eps, cfg.distill_step_size,
-                                 cfg.distill_steps, cfg.distill_mu, cfg.distill_momentum, cfg.distill_rand_start)
-                for m, layer_list in zip(members, layer_lists)
-            ]
-            distill_t += time.perf_counter() - td
-            for i, (m, opt) in enumerate(zip(members, opts)):
-                m.train()
-                adv = (pgd_perturb(m, xs, ys, ThreatModel(Norm.Linf, cfg.adv_eps), steps=cfg.adv_steps,
-                                   step_size=cfg.adv_step_size) if cfg.plus_adv else None)
-                loss = sum(F.cross_entropy(m(xd), ys) for j, xd in enumerate(distilled) if j != i)
-                loss = cfg.dverge_coeff * loss
-                if cfg.plus_clean:
-                    loss = loss + F.cross_entropy(m(xs), ys)
-                if adv is not None:
-                    loss = loss + F.cross_entropy(m(adv), ys)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum[i] += loss.item() * len(xs)
-        for s in scheds:
-            s.step()
-        hist.losses.append([v / len(x) for v in loss_sum])
-        hist.epoch_times.append(time.perf_counter() - t0)
-        hist.distill_times.append(distill_t)
+            yield xs, y[bs], xt
+
+    def losses(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], _step: int) -> list[torch.Tensor]:
+        xs, ys, xt = batch
+        ensemble.train(not cfg.distill_eval_mode)
+        td = time.perf_counter()
+        distilled = [  # every x'_j before any member is updated
+            distill_features(m, layer_list[hist.layers[-1] - 1], xs, xt, cfg.distill_eps, cfg.distill_step_size,
+                             cfg.distill_steps, cfg.distill_mu, cfg.distill_momentum, cfg.distill_rand_start)
+            for m, layer_list in zip(ensemble, layer_lists)
+        ]
+        now["distill"] += time.perf_counter() - td
+        out = []
+        for i, m in enumerate(ensemble):
+            m.train()
+            adv = (pgd_perturb(m, xs, ys, ThreatModel(Norm.Linf, cfg.adv_eps), steps=cfg.adv_steps,
+                               step_size=cfg.adv_step_size) if cfg.plus_adv else None)
+            loss = cfg.dverge_coeff * sum(F.cross_entropy(m(xd), ys) for j, xd in enumerate(distilled) if j != i)
+            if cfg.plus_clean:
+                loss = loss + F.cross_entropy(m(xs), ys)
+            if adv is not None:
+                loss = loss + F.cross_entropy(m(adv), ys)
+            out.append(loss)
+        return out
+
+    def record(batch: tuple[torch.Tensor, ...], step_losses: list[torch.Tensor]) -> None:
+        now["loss"] = [total + loss.item() * len(batch[0]) for total, loss in zip(now["loss"], step_losses)]
+
+    def end_epoch(epoch: int, _last: object) -> None:
+        sched.step()
+        hist.losses.append([v / len(x) for v in now["loss"]])
+        hist.epoch_times.append(time.perf_counter() - now["start"])
+        hist.distill_times.append(now["distill"])
         if progress is not None:
-            progress(f"dverge epoch {epoch + 1}/{cfg.epochs} layer {layer_idx}/{depth} "
+            progress(f"dverge epoch {epoch + 1}/{cfg.epochs} layer {hist.layers[-1]}/{depth} "
                      f"loss {[round(v, 3) for v in hist.losses[-1]]} {hist.epoch_times[-1]:.1f}s "
-                     f"(distillation {distill_t / hist.epoch_times[-1]:.0%})")
-    ensemble.eval()
+                     f"(distillation {now['distill'] / hist.epoch_times[-1]:.0%})")
+
+    fit(ensemble, opt, batches, losses, epochs=range(cfg.epochs), on_step=record, on_epoch_end=end_epoch)
     return hist
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses.raw_isp.camera import SyntheticCamera
+from rbl_core.data import index_batches
+from rbl_core.training import fit, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,6 @@ class OperatorTraining:
     seed: int = 0
 
 
-def _batches(n: int, batch_size: int, seed: int):
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order.split(batch_size)
-
-
 Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -43,15 +40,10 @@ def _fit(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: Oper
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     with torch.no_grad():
         raw = camera.raw(rgb)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model.train()
-    for epoch in range(cfg.epochs):
-        for idx in _batches(len(rgb), cfg.batch_size, cfg.seed * 1000 + epoch):
-            value = loss(model, rgb[idx], raw[idx], gen)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-    return model.eval()
+    fit(model, make_optimizer(model.parameters(), lr=cfg.lr),
+        lambda epoch: index_batches(len(rgb), cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1000 + epoch)),
+        lambda idx, _step: loss(model, rgb[idx], raw[idx], gen), epochs=range(cfg.epochs))
+    return model
 
 
 def train_f(model: nn.Module, rgb: torch.Tensor, camera: SyntheticCamera, cfg: OperatorTraining) -> nn.Module:
