@@ -148,9 +148,11 @@ def _attack_batch(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: t
     x_adv, queries, oom_retries = _attack_halving(model, attack, x, y, threat, seed)
     elapsed = time.perf_counter() - start
     checked = remeasure(model, x, y, x_adv, threat)
-    counts = [int(q) for q in queries] if queries is not None else [None] * len(indices)
-    return _BatchResult(indices, [not bool(s) for s in checked.success],
-                        [float(d) if s else None for d, s in zip(checked.distance, checked.success)], counts,
+    # Back on the host in one copy each: the verdicts are stored as Python values.
+    success, distance = checked.success.cpu(), checked.distance.cpu()
+    counts = queries.cpu().tolist() if queries is not None else [None] * len(indices)
+    return _BatchResult(indices, [not bool(s) for s in success],
+                        [float(d) if s else None for d, s in zip(distance, success)], counts,
                         checked.rejected, elapsed, oom_retries)
 
 
