@@ -142,3 +142,14 @@ def test_no_attack_defense_evaluation_or_verifier_fixes_its_device():
     fixed = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in files if str(p.relative_to(REPO)) not in ALLOWED
              for n, line in enumerate(p.read_text().splitlines(), 1) if FIXED_DEVICE.search(line)]
     assert fixed == []
+
+
+def test_a_gpu_run_has_its_own_key_and_a_cpu_run_keeps_its_old_one(two_gpus, tmp_path):
+    from robustbench_local.tasks.base import TaskContext
+
+    def key(*overrides: str, sections: tuple[str, ...] = ("dataset", "seed")) -> dict:
+        return TaskContext.from_config(compose_config(*overrides), tmp_path).run_config(*sections)
+
+    assert "device" not in key("device=cpu")
+    assert key("device=cuda")["device"] == key("device=auto")["device"] == "cuda:0"
+    assert key("task=certify", "device=auto", sections=("dataset", "device"))["device"] == "cpu"

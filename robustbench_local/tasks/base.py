@@ -109,7 +109,7 @@ class TaskContext:
         """The idempotency key of a row: the named config ``sections`` (default: all identifying ones) + ``extra``.
 
         Also records the model's identity (zoo recipe hash, or the hash of the user's files), so rows of two
-        different trainings or checkpoints under one name never merge.
+        different trainings or checkpoints under one name never merge, and a device other than the CPU.
         """
         chosen = sections or IDENTIFYING
         unknown = [s for s in chosen if s not in IDENTIFYING]
@@ -117,8 +117,10 @@ class TaskContext:
             raise ValueError(f"run_config: {unknown} are not identifying config sections {IDENTIFYING}")
         config = {s: OmegaConf.to_container(self.cfg[s], resolve=True) if isinstance(self.cfg.get(s), DictConfig)
                   else self.cfg.get(s) for s in chosen if s in self.cfg}
-        if "device" in config:
-            config["device"] = str(self.device)   # what ran (auto resolved), never merely what was asked for
+        # What ran (auto resolved), never merely what was asked for. Off the CPU always, so a GPU run's rows and
+        # resumable state never merge with a CPU run's; the keys of CPU runs stay as they always were.
+        if "device" in config or self.device.type != "cpu":
+            config["device"] = str(self.device)
         if "model" in chosen:
             config["model_identity"] = self.model_info.identity
         if "dataset" in chosen and self.cfg.dataset.name in USER_DATASETS:
