@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ import torch
 from attacks.adapters.foolbox_adapter import FoolboxAttack
 from rbl_core.device import DeviceError, describe_device, resolve_device
 from robustbench_local.api import compose_config, run_task
+from robustbench_local.leaderboard import build_entries
+from robustbench_local.results import ResultsStore
+from robustbench_local.results.kinds import parse_metrics
 from robustbench_local.config_schema.root import run_device
 from robustbench_local.errors import ConfigError
 
@@ -102,6 +106,13 @@ def test_auto_on_a_cpu_machine_runs_and_records_the_cpu(tmp_path, no_cuda, digit
     assert auto.config == cpu.config
     assert _numbers(auto.metrics) == _numbers(cpu.metrics)
     assert auto.typed().device == "cpu" and auto.typed().oom_retries == 0
+    # A row recorded before devices were kept still parses, and the leaderboard ranks it beside a new one.
+    old = {k: v for k, v in cpu.metrics.items() if k not in ("device", "oom_retries")}
+    assert parse_metrics("evasion", old).device is None
+    store = ResultsStore(f"sqlite:///{tmp_path}/cpu.db")
+    store.record(replace(cpu, metrics=old, config={**cpu.config, "old": True}))
+    (entry,) = build_entries(store, "digits", "Linf")
+    assert entry.clean_acc == cpu.metrics["clean_acc"]
 
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, monkeypatch, digits_cnn):
