@@ -121,7 +121,7 @@ def benchmark(model: nn.Module | str, dataset: str = "digits", threat_model: str
     ``attacks`` names an ``attack`` config (``autoattack``, ``default``, ``pgd``, ...). The evasion row goes to
     ``results_url`` exactly as from the CLI, so the model is ranked on the same leaderboard.
     ``data_path`` is the folder or .npz file of ``dataset="folder"`` / ``"npz"``; ``overrides`` are further
-    ``rbl``-style overrides (``"batch_size=100"``).
+    ``rbl``-style overrides (``"batch_size=100"``, ``"device=auto"``); a module is moved to that device in place.
     """
     zoo = isinstance(model, str)
     cfg = compose_config(f"dataset={dataset}", f"attack={attacks}", "task=evaluate", *overrides)

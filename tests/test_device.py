@@ -164,3 +164,13 @@ def test_a_gpu_run_has_its_own_key_and_a_cpu_run_keeps_its_old_one(two_gpus, tmp
     assert "device" not in key("device=cpu")
     assert key("device=cuda")["device"] == key("device=auto")["device"] == "cuda:0"
     assert key("task=certify", "device=auto", sections=("dataset", "device"))["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_uses_the_gpu_and_says_so(tmp_path, digits_cnn):
+    gpu, cpu = _evaluate(tmp_path, "gpu", "device=cuda"), _evaluate(tmp_path, "cpu", "device=cpu")
+    index = torch.cuda.current_device()
+    assert gpu.metrics["device"] == gpu.config["device"] == f"cuda:{index}"
+    assert gpu.metrics["gpu"] == torch.cuda.get_device_name(index)
+    # Other kernels, so not bit for bit; but the same model classifies the same clean digits.
+    assert abs(gpu.metrics["clean_acc"] - cpu.metrics["clean_acc"]) <= 1 / gpu.metrics["n"]
