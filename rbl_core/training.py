@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from rbl_core.data import DataSplit
+from rbl_core.device import module_device
 from rbl_core.reproducibility import PINNED_ISA, kernels_pinned
 from rbl_core.threat import Norm, ThreatModel
 
@@ -58,8 +59,12 @@ def deterministic_training() -> Iterator[None]:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Top-1 labels of ``model`` on ``x``, computed in batches without gradients."""
-    return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)])
+    """Top-1 labels of ``model`` on ``x``, computed in batches without gradients on the model's device.
+
+    Each batch goes to the model's device and its labels come back to ``x``'s, so the data set stays where it is.
+    """
+    device = module_device(model)
+    return torch.cat([model(chunk.to(device)).argmax(dim=1).to(x.device) for chunk in x.split(batch_size)])
 
 
 def accuracy(model: nn.Module, data: DataSplit, batch_size: int = 512) -> float:

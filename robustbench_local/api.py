@@ -86,8 +86,6 @@ def _run_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    if str(cfg.device) != "cpu" and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} requested but no CUDA device is available; use device=cpu")
     target = cfg.task.get("_target_")
     if not target:
         raise ConfigError("task._target_ is missing: choose a task, e.g. task=evaluate")
@@ -123,7 +121,7 @@ def benchmark(model: nn.Module | str, dataset: str = "digits", threat_model: str
     ``attacks`` names an ``attack`` config (``autoattack``, ``default``, ``pgd``, ...). The evasion row goes to
     ``results_url`` exactly as from the CLI, so the model is ranked on the same leaderboard.
     ``data_path`` is the folder or .npz file of ``dataset="folder"`` / ``"npz"``; ``overrides`` are further
-    ``rbl``-style overrides (``"batch_size=100"``).
+    ``rbl``-style overrides (``"batch_size=100"``, ``"device=auto"``); a module is moved to that device in place.
     """
     zoo = isinstance(model, str)
     cfg = compose_config(f"dataset={dataset}", f"attack={attacks}", "task=evaluate", *overrides)
@@ -140,6 +138,6 @@ def benchmark(model: nn.Module | str, dataset: str = "digits", threat_model: str
     if not zoo:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"benchmark: model must be an nn.Module or a zoo recipe name, got {type(model).__name__}")
-        ctx.loaded = LoadedModel(model.eval(), module_info(model, cfg.model.name, description))
+        ctx.loaded = LoadedModel(model.eval().to(ctx.device), module_info(model, cfg.model.name, description))
     (row,) = run_task(cfg, ctx)
     return row.metrics["clean_acc"], row.metrics["robust_acc"]

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from attacks.base import AttackError
 from defenses.input_transforms.wrapper import DefenseError
 from rbl_core.architectures import ArchitectureError
+from rbl_core.device import DeviceError
 from rbl_core.sanity import ModelCheckError
 from rbl_core.threat import ThreatModelError
 from robustbench_local.api import CONF_DIR, run_task
@@ -23,7 +24,7 @@ from robustbench_local.zoo.recipes import ZooError
 # Bad input: the CLI reports these in one line instead of a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (AttackError, DataError, ModelCheckError, ConfigError,
                                              ThreatModelError, ArchitectureError, ZooError, StoreError,
-                                             ModelSourceError, UnsupportedOnnxOp, DefenseError)
+                                             ModelSourceError, UnsupportedOnnxOp, DefenseError, DeviceError)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

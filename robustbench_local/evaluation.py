@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import EvasionAttack
 from rbl_core.data import DataSplit
+from rbl_core.device import module_device
 from rbl_core.io import atomic_write_text
 from rbl_core.remeasure import remeasure
 from rbl_core.sanity import check_classifier
@@ -33,6 +34,7 @@ class AttackOutcome:
     queries: list[int | None]
     time_s: float = 0.0
     rejected: int = 0  # attack outputs that left the threat model or were not finite
+    oom_retries: int = 0  # batches halved after CUDA ran out of memory (nothing is skipped)
     done_batches: list[int] = field(default_factory=list)
 
     @property
@@ -79,7 +81,8 @@ class EvaluationReport:
                 "attacks": {keys[name]: o.summary(name) for name, o in self.attacks.items()},
                 "attack_time_s": sum(o.time_s for o in self.attacks.values()),
                 "masks": {keys[name]: encode_mask(o.robust) for name, o in self.attacks.items()},
-                "clean_mask": encode_mask(self.clean)}
+                "clean_mask": encode_mask(self.clean),
+                "oom_retries": sum(o.oom_retries for o in self.attacks.values())}
 
 
 class _State:
@@ -115,20 +118,42 @@ class _BatchResult:
     queries: list[int | None]
     rejected: int
     time_s: float
+    oom_retries: int = 0
+
+
+def _attack_halving(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The attack's candidates and queries on (x, y), the batch halved on CUDA out-of-memory; and how often it was."""
+    # Seeded per (attack, batch) so a resumed or parallel run reproduces the sequential one; each half
+    # again, so the numbers do not depend on how far a failed attempt got.
+    torch.manual_seed(seed)
+    try:
+        result = attack(model, x, y, threat)
+        return result.x_adv, result.queries, 0
+    except torch.cuda.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+    # Outside the except block, so the failed attempt's tensors (held by its traceback) are freed first.
+    torch.cuda.empty_cache()
+    half = (len(x) + 1) // 2
+    parts = [_attack_halving(model, attack, x[part], y[part], threat, seed)
+             for part in (slice(None, half), slice(half, None))]
+    queries = None if any(q is None for _, q, _ in parts) else torch.cat([q for _, q, _ in parts])
+    return torch.cat([x_adv for x_adv, _, _ in parts]), queries, 1 + sum(n for _, _, n in parts)
 
 
 def _attack_batch(model: nn.Module, attack: EvasionAttack, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                   indices: list[int], seed: int) -> _BatchResult:
-    # Seeded per (attack, batch) so a resumed or parallel run reproduces the sequential one.
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    result = attack(model, x, y, threat)
+    x_adv, queries, oom_retries = _attack_halving(model, attack, x, y, threat, seed)
     elapsed = time.perf_counter() - start
-    checked = remeasure(model, x, y, result.x_adv, threat)
-    queries = [int(q) for q in result.queries] if result.queries is not None else [None] * len(indices)
-    return _BatchResult(indices, [not bool(s) for s in checked.success],
-                        [float(d) if s else None for d, s in zip(checked.distance, checked.success)], queries,
-                        checked.rejected, elapsed)
+    checked = remeasure(model, x, y, x_adv, threat)
+    # Back on the host in one copy each: the verdicts are stored as Python values.
+    success, distance = checked.success.cpu(), checked.distance.cpu()
+    counts = queries.cpu().tolist() if queries is not None else [None] * len(indices)
+    return _BatchResult(indices, [not bool(s) for s in success],
+                        [float(d) if s else None for d, s in zip(distance, success)], counts,
+                        checked.rejected, elapsed, oom_retries)
 
 
 def _worker_init(threads: int) -> None:
@@ -141,6 +166,7 @@ def _apply(outcome: AttackOutcome, batch: int, result: _BatchResult) -> None:
         outcome.distance[i] = result.distance[j]
         outcome.queries[i] = result.queries[j]
     outcome.rejected += result.rejected
+    outcome.oom_retries += result.oom_retries
     outcome.time_s += result.time_s
     outcome.done_batches.append(batch)
 
@@ -150,22 +176,25 @@ def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAtt
              progress: bool = True, workers: int = 1) -> EvaluationReport:
     """Run every attack on the clean-correct points of ``data``; resumes from ``state_path`` if present.
 
-    With ``workers > 1`` batches run in that many spawned processes (one torch thread each); the
-    numbers are the same as a sequential run because every (attack, batch) is seeded on its own.
+    Batches go to the model's device. With ``workers > 1`` on the CPU batches run in that many spawned
+    processes (one torch thread each); the numbers are the same as a sequential run because every
+    (attack, batch) is seeded on its own.
     """
+    device = module_device(model)
     check_classifier(model, data.x, data.num_classes)
     clean = (predict(model, data.x, batch_size) == data.y).tolist()
     state = _State(state_path, state_key)
     n_batches = -(-len(data) // batch_size)
     report = EvaluationReport(clean, {})
     pool = None
-    if workers > 1 and n_batches > 1:
+    # One GPU serves one process best; worker processes are for spreading CPU work.
+    if workers > 1 and n_batches > 1 and device.type == "cpu":
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(1,))
     try:
         for name, attack in attacks.items():
             report.attacks[name] = _run_attack(model, data, name, attack, threat, clean, state, n_batches,
-                                               batch_size, seed, progress, pool)
+                                               batch_size, seed, progress, pool, device)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -174,7 +203,7 @@ def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAtt
 
 def _run_attack(model: nn.Module, data: DataSplit, name: str, attack: EvasionAttack, threat: ThreatModel,
                 clean: list[bool], state: _State, n_batches: int, batch_size: int, seed: int, progress: bool,
-                pool: ProcessPoolExecutor | None) -> AttackOutcome:
+                pool: ProcessPoolExecutor | None, device: torch.device) -> AttackOutcome:
     outcome = state.outcome(name, len(data))
     todo = [b for b in range(n_batches) if b not in outcome.done_batches]
     bar = tqdm(total=len(todo), desc=name, disable=None if progress and todo else True, leave=False)
@@ -190,7 +219,8 @@ def _run_attack(model: nn.Module, data: DataSplit, name: str, attack: EvasionAtt
             state.save(name, outcome)
             bar.update()
             continue
-        args = (model, attack, data.x[idx], data.y[idx], threat, idx, seed * 1_000_003 + zlib.crc32(name.encode()) + b)
+        args = (model, attack, data.x[idx].to(device), data.y[idx].to(device), threat, idx,
+                seed * 1_000_003 + zlib.crc32(name.encode()) + b)
         if pool is None:
             _apply(outcome, b, _attack_batch(*args))
             state.save(name, outcome)

@@ -61,7 +61,7 @@ class AutoAttackAdapter(EvasionAttack):
 
         _reset_dynamic_check()
         adversary = AutoAttack(model, norm=threat.norm.value, eps=threat.eps, version=self.version,
-                               attacks=self.attacks, seed=self.seed, device="cpu")
+                               attacks=self.attacks, seed=self.seed, device=x.device)
         if self.version == "custom":
             # Plain custom runs keep the reference settings of the standard version for each attack.
             adversary.apgd.n_restarts = 1

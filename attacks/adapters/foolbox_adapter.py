@@ -84,10 +84,11 @@ class FoolboxAttack(EvasionAttack):
         fb, cls_name = _import_foolbox(), self.resolve(threat)
         kwargs = {"constraint": "linf" if threat.norm == Norm.Linf else "l2"} if cls_name == "HopSkipJumpAttack" else {}
         counter = _CountingModule(model).eval()
-        fmodel = fb.PyTorchModel(counter, bounds=(0, 1), device="cpu")
+        # The inputs' device: Foolbox's own default would pick cuda:0 whenever CUDA exists, whatever the run chose.
+        fmodel = fb.PyTorchModel(counter, bounds=(0, 1), device=x.device)
         attack = getattr(fb.attacks, cls_name)(**{**kwargs, **self.kwargs})
         _, x_adv, success = attack(fmodel, x, y, epsilons=threat.eps)
-        queries = torch.full((x.shape[0],), counter.count // max(x.shape[0], 1), dtype=torch.long)
+        queries = torch.full((x.shape[0],), counter.count // max(x.shape[0], 1), dtype=torch.long, device=x.device)
         return AttackResult(x_adv, success, queries=queries)
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor, threat: ThreatModel) -> torch.Tensor:

@@ -112,7 +112,7 @@ class FeatureGuidedAttack(EvasionAttack):
         result = mcts.search()
         if result.best_state is None:
             return ImageOutcome(x.clone(), False, oracle.queries - start, math.inf, result, features)
-        x_adv = torch.from_numpy(game.image(result.best_state)).to(x.dtype)
+        x_adv = torch.from_numpy(game.image(result.best_state)).to(x.device, x.dtype)
         return ImageOutcome(x_adv, True, oracle.queries - start, result.best_distance, result, features)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> AttackResult:
@@ -121,5 +121,5 @@ class FeatureGuidedAttack(EvasionAttack):
         budget = self.distance_budget(threat, tuple(x.shape[1:]))
         outs = [self.attack_one(oracle, x[i], int(y[i]), threat.norm.value, budget) for i in range(x.shape[0])]
         x_adv = torch.stack([o.x_adv for o in outs]) if outs else x.clone()
-        return AttackResult(x_adv, torch.tensor([o.success for o in outs], dtype=torch.bool),
-                            torch.tensor([o.queries for o in outs], dtype=torch.long), details=outs)
+        return AttackResult(x_adv, torch.tensor([o.success for o in outs], dtype=torch.bool, device=x.device),
+                            torch.tensor([o.queries for o in outs], dtype=torch.long, device=x.device), details=outs)

@@ -76,13 +76,14 @@ class SyntheticCamera:
         """Display RGB -> demosaiced linear sensor RGB (before white balance), (N, 3, H, W)."""
         self._even(rgb)
         linear = rgb.clamp(0, 1).clamp_min(1e-8) ** self.params.gamma
-        camera = torch.einsum("ij,njhw->nihw", self.ccm_inv, linear).clamp(0, 1)
-        return camera / self.gains
+        # The camera's constants live on the CPU and follow the images to their device.
+        camera = torch.einsum("ij,njhw->nihw", self.ccm_inv.to(linear.device), linear).clamp(0, 1)
+        return camera / self.gains.to(camera.device)
 
     def forward_isp(self, sensor: torch.Tensor) -> torch.Tensor:
         """Demosaiced linear sensor RGB -> display RGB in [0, 1]: gains, colour matrix, gamma."""
-        camera = (sensor * self.gains).clamp(0, 1)
-        linear = torch.einsum("ij,njhw->nihw", self.ccm, camera).clamp(1e-8, 1)
+        camera = (sensor * self.gains.to(sensor.device)).clamp(0, 1)
+        linear = torch.einsum("ij,njhw->nihw", self.ccm.to(camera.device), camera).clamp(1e-8, 1)
         return linear ** (1.0 / self.params.gamma)
 
     def raw(self, rgb: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,8 @@ class SyntheticCamera:
     def add_noise(self, raw: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``raw`` plus shot and read noise, N(0, shot * raw + read^2); a fresh draw from ``generator``."""
         var = self.params.shot * raw.clamp_min(0) + self.params.read ** 2
-        return raw + torch.randn(raw.shape, generator=generator) * var.sqrt()
+        # Drawn by the CPU generator and moved: the same noise on every device.
+        return raw + torch.randn(raw.shape, generator=generator).to(raw.device) * var.sqrt()
 
     def noisy(self, rgb: torch.Tensor) -> torch.Tensor:
         """Packed RAW with noise seeded by ``params.seed`` (the same images give the same draws)."""

@@ -23,7 +23,7 @@ def malvar_demosaic(packed: torch.Tensor) -> torch.Tensor:
     """Malvar-He-Cutler demosaicing of packed RGGB RAW (numpy, not differentiable) -> (N, 3, H, W)."""
     planes = unpack(packed).detach().cpu().numpy()[:, 0].astype(np.float64)
     out = np.stack([demosaicing_CFA_Bayer_Malvar2004(p, "RGGB") for p in planes])
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(packed.dtype)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(packed.device, packed.dtype)
 
 
 class ClassicalISP(nn.Module):

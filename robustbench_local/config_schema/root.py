@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
+import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from rbl_core.config import ranged
+from rbl_core.device import resolve_device
 from robustbench_local.config_schema.rules import join, section
 from robustbench_local.data import DATASETS
 from robustbench_local.errors import ConfigError
@@ -20,6 +22,21 @@ from robustbench_local.results.spool import DEFAULT_SPOOL
 from rbl_core.threat import Norm
 
 NORMS = tuple(n.value for n in Norm)
+
+
+def run_device(cfg: DictConfig) -> torch.device:
+    """The one device of a run: ``cfg.device`` resolved, and the CPU for a task that computes only there.
+
+    A task's schema states ``on_device = True`` once its model, data and attacks all follow the device;
+    ``auto`` then picks the best the task can use, while an explicit GPU for a CPU-only task is an error,
+    so no row ever claims a GPU it did not use.
+    """
+    device = resolve_device(cfg.device)   # DeviceError (a user error) for a bad string or a missing GPU
+    if device.type == "cpu" or getattr(OmegaConf.get_type(cfg.get("task")), "on_device", False):
+        return device
+    if str(cfg.device).strip().lower() == "auto":
+        return torch.device("cpu")
+    raise ConfigError(f"device={cfg.device}: this task runs on the CPU only so far; use device=cpu or device=auto")
 
 
 @dataclass
@@ -128,7 +145,7 @@ class RootConfig:
     defense: DefenseConfig = section(DefenseConfig)
     task: Any = None
     seed: int = ranged(0, ge=0)
-    device: str = "cpu"
+    device: str = "cpu"                   # cpu | cuda | cuda:N | auto; rows record the device that ran
     # One intra-op thread per process is much faster for small models; parallelise across processes.
     torch_threads: int = ranged(1, ge=1)
     batch_size: int = ranged(200, ge=1)   # attack batch; also the unit of resumable state
@@ -137,3 +154,8 @@ class RootConfig:
     cache_dir: str | None = None          # zoo weights; null = $RBL_CACHE_DIR or ~/.cache/robustbench_local
     threat: ThreatConfig = section(ThreatConfig)
     results: ResultsConfig = section(ResultsConfig)
+
+    @staticmethod
+    def check_values(node: DictConfig, key: str) -> None:
+        """``device`` names a device this machine has and the task can use, before any work."""
+        run_device(node)

@@ -10,7 +10,7 @@ by editing the YAML.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, ClassVar, Dict, List
 
 from omegaconf import DictConfig
 
@@ -34,6 +34,7 @@ class EvaluateTask:
     """``task=evaluate``: robust accuracy under ``attack.attacks``."""
 
     _target_: str = "robustbench_local.tasks.evaluate.run"
+    on_device: ClassVar[bool] = True   # model, data and attacks follow `device` (config_schema.root.run_device)
     print_leaderboard: bool = True   # print the leaderboard for this dataset and threat model afterwards
 
 
@@ -99,6 +100,7 @@ class CurveTask:
     """``task=curve``: robust accuracy as a function of eps from one run of each attack."""
 
     _target_: str = "robustbench_local.tasks.curve.run"
+    on_device: ClassVar[bool] = True
     epsilons: List[float] = ranged([0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3], nonempty=True, ge=0)
 
 

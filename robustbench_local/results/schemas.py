@@ -44,6 +44,10 @@ class EvasionMetrics(Metrics):
     # How the attacks saw a preprocessing defense: unaware (crafted on the bare classifier), e2e, bpda or eot;
     # None for an undefended model (plain white-box).
     adaptive: str | None = None
+    # The device that ran ("cpu", "cuda:0") and the GPU's name; None on rows recorded before they were kept.
+    device: str | None = None
+    gpu: str | None = None
+    oom_retries: int | None = None   # attack batches halved after CUDA ran out of memory
 
     def check(self) -> None:
         """Masks have n entries, accuracies are their shares, and masks and attacks name the same keys."""

@@ -12,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from robustbench_local.data import DataSplit, load_dataset
+from robustbench_local.config_schema.root import run_device
 from robustbench_local.data_user import USER_DATASETS, data_identity
+from rbl_core.device import describe_device
 from rbl_core.threat import ThreatModel
 from robustbench_local.errors import ConfigError
 from robustbench_local.results import ResultRow
@@ -46,7 +48,7 @@ class TaskContext:
         """The context ``rbl`` gives a task for a composed config, writing files to ``output_dir``."""
         return cls(cfg=cfg, data_root=_optional_path(cfg.dataset.root),
                    cache_dir=_optional_path(cfg.cache_dir), output_dir=Path(output_dir),
-                   device=torch.device(str(cfg.device)), seed=int(cfg.seed), batch_size=int(cfg.batch_size))
+                   device=run_device(cfg), seed=int(cfg.seed), batch_size=int(cfg.batch_size))
 
     def load_data(self, split: str = "test", n: int | None = None) -> DataSplit:
         """Split ``split`` of ``cfg.dataset`` (first ``n`` examples if given)."""
@@ -84,9 +86,10 @@ class TaskContext:
         return load_user_model(OmegaConf.to_container(m, resolve=True), data.input_shape, data.num_classes)
 
     def bare_model(self) -> LoadedModel:
-        """The configured model without any defense wrapper, loaded once per context."""
+        """The configured model without any defense wrapper, loaded once per context and on ``device``."""
         if self.loaded is None:
-            self.loaded = self._load_bare_model()
+            loaded = self._load_bare_model()
+            self.loaded = LoadedModel(loaded.module.to(self.device), loaded.info)
         return self.loaded
 
     @property
@@ -99,14 +102,14 @@ class TaskContext:
         model = self.bare_model().module
         wrapper = self.cfg.defense.wrapper
         if wrapper is not None:
-            model = instantiate(wrapper, _partial_=True)(model).eval()
+            model = instantiate(wrapper, _partial_=True)(model).to(self.device).eval()
         return model
 
     def run_config(self, *sections: str, **extra: object) -> dict:
         """The idempotency key of a row: the named config ``sections`` (default: all identifying ones) + ``extra``.
 
         Also records the model's identity (zoo recipe hash, or the hash of the user's files), so rows of two
-        different trainings or checkpoints under one name never merge.
+        different trainings or checkpoints under one name never merge, and a device other than the CPU.
         """
         chosen = sections or IDENTIFYING
         unknown = [s for s in chosen if s not in IDENTIFYING]
@@ -114,6 +117,10 @@ class TaskContext:
             raise ValueError(f"run_config: {unknown} are not identifying config sections {IDENTIFYING}")
         config = {s: OmegaConf.to_container(self.cfg[s], resolve=True) if isinstance(self.cfg.get(s), DictConfig)
                   else self.cfg.get(s) for s in chosen if s in self.cfg}
+        # What ran (auto resolved), never merely what was asked for. Off the CPU always, so a GPU run's rows and
+        # resumable state never merge with a CPU run's; the keys of CPU runs stay as they always were.
+        if "device" in config or self.device.type != "cpu":
+            config["device"] = str(self.device)
         if "model" in chosen:
             config["model_identity"] = self.model_info.identity
         if "dataset" in chosen and self.cfg.dataset.name in USER_DATASETS:
@@ -134,6 +141,7 @@ class TaskContext:
         """This run's row; data set label, model, defense, seed from the context unless ``fields`` name them."""
         if threat is not None:
             fields = {"threat_model": threat.norm.value, "eps": threat.eps, **fields}
+        metrics = {**metrics, **describe_device(self.device)}
         if model_info:
             metrics = {**metrics, "model_info": self.model_info.to_dict()}
         # Looked up only when a task does not name them: a captioner or a scene set has no recipe to ask.

@@ -24,7 +24,7 @@ def broken_at(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, candidat
     A candidate found for a small budget lies inside every larger ball, so it counts there too: the
     robust share can only fall as eps grows.
     """
-    broken = torch.zeros(len(y), dtype=torch.bool)
+    broken = torch.zeros(len(y), dtype=torch.bool, device=y.device)
     out = []
     for eps, x_adv in zip(epsilons, candidates):
         broken = broken | remeasure(model, x, y, x_adv, ThreatModel(norm, eps)).success
@@ -46,9 +46,10 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         start = time.perf_counter()
         broken = [torch.zeros(0, dtype=torch.bool) for _ in epsilons]
         for x, y in zip(data.x.split(cfg.batch_size), data.y.split(cfg.batch_size)):
+            x, y = x.to(ctx.device), y.to(ctx.device)
             torch.manual_seed(cfg.seed)
             candidates = [r.x_adv for r in spec.attack.at_epsilons(model, x, y, norm, epsilons)]
-            found = broken_at(model, x, y, candidates, norm, epsilons)
+            found = [f.cpu() for f in broken_at(model, x, y, candidates, norm, epsilons)]
             broken = [torch.cat([b, f]) for b, f in zip(broken, found)]
         masks = [encode_mask((clean & ~b).tolist()) for b in broken]
         accs = [m.count("1") / len(m) for m in masks]
