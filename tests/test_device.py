@@ -166,7 +166,7 @@ def test_a_gpu_run_has_its_own_key_and_a_cpu_run_keeps_its_old_one(two_gpus, tmp
     assert key("task=certify", "device=auto", sections=("dataset", "device"))["device"] == "cpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_a_gpu_run_uses_the_gpu_and_says_so(tmp_path, digits_cnn):
     gpu, cpu = _evaluate(tmp_path, "gpu", "device=cuda"), _evaluate(tmp_path, "cpu", "device=cpu")
     index = torch.cuda.current_device()
