@@ -1,7 +1,7 @@
 """Build step: ship the Hydra config tree ``conf/`` inside the package, as ``robustbench_local/conf``.
 
 ``conf/`` stays at the top of the checkout, where it is edited. A wheel (``pip install .``, ``pip wheel .``)
-copies it into the package, so an installed ``rbl`` runs from any directory; ``robustbench_local.cli`` looks
+copies it into the package, so an installed ``rbl`` runs from any directory; ``robustbench_local.api`` looks
 there first and then beside the package (the checkout, editable installs). Everything else is in pyproject.toml.
 """
 from pathlib import Path

@@ -72,16 +72,21 @@ def run_task(cfg: DictConfig, ctx: TaskContext | None = None) -> list[ResultRow]
     The store is opened once for the run. Inside a sweep the job's outcome is recorded too, and a job already
     recorded ``ok`` is skipped.
     """
-    if not tracked(cfg):
-        validate(cfg)   # before the store is opened: a bad config leaves no database behind (a sweep job records it)
+    if tracked(cfg):
+        with open_store(cfg) as store:
+            return run_job(cfg, store, lambda: _validated_rows(cfg, ctx, store))
+    validate(cfg)   # before the store is opened: a bad config leaves no database behind
     with open_store(cfg) as store:
-        if tracked(cfg):
-            return run_job(cfg, store, lambda: _run_rows(cfg, ctx, store))
         return _run_rows(cfg, ctx, store)
 
 
-def _run_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> list[ResultRow]:
+def _validated_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> list[ResultRow]:
+    # A sweep job validates inside the job, so a bad config is recorded as that job's failure.
     validate(cfg)
+    return _run_rows(cfg, ctx, store)
+
+
+def _run_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> list[ResultRow]:
     torch.set_num_threads(int(cfg.torch_threads))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)

@@ -182,6 +182,8 @@ def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAtt
     """
     device = module_device(model)
     check_classifier(model, data.x, data.num_classes)
+    for attack in attacks.values():   # before any work: a later attack's bad input would fail only after the earlier ones ran
+        attack.check_inputs(data.x[:1], data.y[:1])
     clean = (predict(model, data.x, batch_size) == data.y).tolist()
     state = _State(state_path, state_key)
     n_batches = -(-len(data) // batch_size)

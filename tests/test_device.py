@@ -1,10 +1,7 @@
 """One device per run: resolved once, checked before any work, honoured by evaluate, recorded as what ran."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from robustbench_local.results import ResultsStore
 from robustbench_local.results.kinds import parse_metrics
 from robustbench_local.config_schema.root import run_device
 from robustbench_local.errors import ConfigError
+from test_cli import rbl  # tests/ is on sys.path (pytest rootdir import mode)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,20 +63,13 @@ def test_a_cpu_only_task_never_claims_a_gpu(two_gpus):
         run_device(compose_config("task=certify", "device=cuda"))
 
 
-def _rbl(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "robustbench_local.cli", f"results.url=sqlite:///{tmp_path}/r.db",
-           f"results.state_dir={tmp_path}/state", f"results.spool={tmp_path}/spool.jsonl",
-           f"hydra.run.dir={tmp_path}/out", "progress=false", *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=dict(os.environ), timeout=300)
-
-
 @pytest.mark.parametrize("device,message", [
     pytest.param("cuda", "no CUDA device is available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
     ("banana", "device=banana is not a device"),
 ])
 def test_an_unusable_device_is_one_line_exit_2_before_any_work(tmp_path, device, message):
-    proc = _rbl(tmp_path, f"device={device}", "attack=fgsm", "dataset.n_test=20")
+    proc = rbl(tmp_path, f"device={device}", "attack=fgsm", "dataset.n_test=20", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("rbl: error: ") and message in proc.stderr

@@ -93,7 +93,8 @@ class FoolboxAttack(EvasionAttack):
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
         """In the attack's own Linf or L2 norm, Foolbox's clip_perturbation (its float ops differ from the threat's)."""
-        own = FOOLBOX_NATIVE_NORM[self.resolve(threat)] == threat.norm.value or self.attack == "HopSkipJumpAttack"
+        cls_name = self.resolve(threat)
+        own = FOOLBOX_NATIVE_NORM[cls_name] == threat.norm.value or cls_name == "HopSkipJumpAttack"
         if threat.eps is None or threat.norm == Norm.L0 or not own:
             return super().project(x, x_adv, threat)  # in another norm the minimal perturbation is projected
         return getattr(_import_foolbox().distances, threat.norm.value.lower()).clip_perturbation(x, x_adv, threat.eps)
