@@ -1,6 +1,7 @@
 """The suite's one training loop (``fit``) and optimiser factory; on them, classifier training (ERM, PGD-AT, a loss)."""
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -40,6 +41,9 @@ def deterministic_training() -> Iterator[None]:
                       f"ATEN_CPU_CAPABILITY names another set): these weights are this machine's, not the recipe's. "
                       f"Import rbl_core (or any robustbench-local package) before running torch code.",
                       RuntimeWarning, stacklevel=3)
+    if torch.cuda.is_available():
+        # cuBLAS is deterministic only with a fixed workspace; strict mode refuses CUDA matmuls without it.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -86,7 +90,8 @@ def pgd_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Thre
     step = step_size if step_size is not None else 2.5 * eps / steps
     x_adv = x.detach().clone()
     if random_start:
-        noise = torch.rand(x.shape, generator=generator) * 2 - 1
+        # Drawn on the CPU (the generator's device) and moved: the same seed gives the same noise on any device.
+        noise = (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device)
         if threat.norm == Norm.L2:
             noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1) * eps * 0.5
         else:
@@ -176,10 +181,13 @@ def train_classifier(model: nn.Module, train: DataSplit, *, epochs: int, lr: flo
     total = epochs * -(-len(train) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total) if schedule == "onecycle" else None
 
+    device = module_device(model)
+
     def loss(batch: tuple[torch.Tensor, torch.Tensor], step: int) -> torch.Tensor:
         x, y = batch
-        if augment:
+        if augment:   # on the CPU, where the generator is, before the batch moves to the model's device
             x = augment_batch(x, gen, flip=x.shape[1] == 3)
+        x, y = x.to(device), y.to(device)
         if threat is not None:
             # Craft in eval mode so BatchNorm statistics are not updated by adversarial batches.
             model.eval()

@@ -1,6 +1,6 @@
 """Image data sets read offline: bundled digits, MNIST IDX, CIFAR-10, GTSRB, and the user's own.
 
-Every loader returns a :class:`DataSplit` of float32 NCHW images in [0, 1]. Sets that ship only a
+Every loader returns float32 NCHW images in [0, 1] (a :class:`DataSplit`; the user's own a :class:`StreamedSplit`). Sets that ship only a
 test set (MNIST, GTSRB here) are split deterministically: a permutation drawn with
 ``numpy.random.default_rng(0)`` over the whole file, the first part for training, the rest for test.
 The user's own data (``folder``, ``npz`` at ``path``) is read by :mod:`robustbench_local.data_user`; the
@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rbl_core.data import DataError, DataSplit
+from rbl_core.data import AnySplit, DataError, DataSplit, StreamedSplit
 from robustbench_local.data_captions import CAPTION_SETS, caption_split
 from robustbench_local.data_scenes import SCENE_SETS, scene_split
 from robustbench_local.data_user import USER_DATASETS, load_user_dataset
 
-__all__ = ["DataError", "DataSplit", "DATASETS", "load_dataset", "default_data_root"]
+__all__ = ["AnySplit", "DataError", "DataSplit", "StreamedSplit", "DATASETS", "load_dataset", "default_data_root"]
 
 DATASETS = ("digits", "mnist", "cifar10", "gtsrb") + tuple(SCENE_SETS) + CAPTION_SETS + USER_DATASETS
 SPLIT_SEED = 0
@@ -188,11 +188,13 @@ _LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar
 
 
 def load_dataset(name: str, split: str = "test", root: str | Path | None = None, n: int | None = None,
-                 size: int | None = None, *, path: str | Path | None = None, seed: int = 0) -> DataSplit:
+                 size: int | None = None, *, path: str | Path | None = None, seed: int = 0) -> AnySplit:
     """Split ``split`` of data set ``name``; ``n`` keeps the first n, ``size`` resizes (bilinear).
 
     ``folder`` and ``npz`` read ``path`` instead of ``root`` and take a stratified subset of ``n`` drawn
     with ``seed`` (see :func:`robustbench_local.data_user.stratified_indices`); ``seed`` is used by them only.
+    They come as a :class:`StreamedSplit` (images read batch by batch); the built-in sets, which are small,
+    as a :class:`DataSplit` in memory.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

@@ -1,16 +1,19 @@
 """The user's own evaluation data: an image folder (``dataset=folder``) or an ``.npz`` file (``dataset=npz``).
 
-Both give a :class:`DataSplit` of float32 NCHW images in [0, 1] named ``"folder"`` / ``"npz"``. They are
-evaluation data only: the whole source is the ``test`` split and ``split="train"`` is refused.
+Both give a :class:`StreamedSplit` of float32 NCHW images in [0, 1] named ``"folder"`` / ``"npz"``: labels and
+headers are read and checked at once, the images batch by batch when used, so a data set larger than memory
+is evaluated in memory bounded by the batch. They are evaluation data only: the whole source is the ``test``
+split and ``split="train"`` is refused.
 
 ``n`` (``dataset.n_test``) takes a stratified, seeded subset, see :func:`stratified_indices`; ``size``
 (``dataset.size``) resizes every image to size x size with a bilinear filter that is antialiased when
-shrinking: Pillow's ``BILINEAR`` for folders (per image, in float, before the images are stacked) and
+shrinking: Pillow's ``BILINEAR`` for folders (per image, in float) and
 ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` for npz arrays, which matches it.
 """
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rbl_core.data import DataError, DataSplit
+from rbl_core.data import DataError, StreamedSplit
+from robustbench_local.npz_rows import NpzRows
 
 __all__ = ["USER_DATASETS", "IMAGE_SUFFIXES", "load_user_dataset", "load_folder", "load_npz", "stratified_indices"]
 
@@ -28,6 +32,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _PIL_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 _GREY_8BIT = ("1", "L", "LA")
 _GREY_16BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")   # 16-bit PNGs open as one of these
+_DECODE_THREADS = 4
 
 
 def stratified_indices(labels: np.ndarray | torch.Tensor, n: int | None, seed: int = 0) -> np.ndarray:
@@ -144,14 +149,15 @@ def _decode(path: Path, colour: bool, size: int | None) -> np.ndarray:
 
 
 def load_folder(path: str | Path, split: str = "test", n: int | None = None, size: int | None = None,
-                seed: int = 0) -> DataSplit:
+                seed: int = 0) -> StreamedSplit:
     """An image folder with one subfolder per class, as the ``test`` split (see the module docstring).
 
     Classes are the subfolder names, sorted (label = index); files are read in sorted name order, skipping
     hidden files and suffixes other than :data:`IMAGE_SUFFIXES`. Grey images (8- or 16-bit) give 1 channel,
     colour 3; if a folder mixes grey and colour files, all are converted to RGB. Alpha is dropped, palette
     images become RGB, and EXIF orientation is not applied (pixels as stored). All images must share one size
-    unless ``size`` is given. Every file's header is checked; only the ``n`` selected images are decoded.
+    unless ``size`` is given. Every file's header is checked now; the ``n`` selected images are decoded batch by
+    batch when the split is used, in a few threads.
     """
     root = Path(path).expanduser()
     _test_only("folder", "a folder", root, split)
@@ -166,40 +172,63 @@ def load_folder(path: str | Path, split: str = "test", n: int | None = None, siz
             raise DataError(f"folder: images differ in size: {files[0]} is {w0}x{h0} but {files[odd]} is {w1}x{h1}; "
                             "set dataset.size=S to resize every image to SxS")
     idx = stratified_indices(labels, n, seed)
-    x = np.stack([_decode(files[i], colour, size) for i in idx])
-    return DataSplit(torch.from_numpy(x), torch.from_numpy(labels[idx]), len(class_names), "folder", "test",
-                     class_names)
+    width, height = probes[0][0]
+    shape = (3 if colour else 1, size or height, size or width)
+    return StreamedSplit(torch.from_numpy(labels[idx]), len(class_names), "folder", "test", class_names, shape,
+                         _FolderReader(files, colour, size), idx)
+
+
+class _FolderReader:
+    """Decodes the images at given positions of a folder's file list, in a few threads."""
+
+    def __init__(self, files: list[Path], colour: bool, size: int | None) -> None:
+        self.files, self.colour, self.size = files, colour, size
+
+    def __call__(self, positions: np.ndarray) -> torch.Tensor:
+        # Pillow releases the GIL while it decodes, so threads overlap the file reads and the decoding.
+        with ThreadPoolExecutor(_DECODE_THREADS) as pool:
+            images = list(pool.map(lambda i: _decode(self.files[i], self.colour, self.size), positions.tolist()))
+        return torch.from_numpy(np.stack(images))
 
 
 # ---------------------------------------------------------------------------------------------- npz
+
+
+def _pickled(key: str, path: Path, detail: str) -> DataError:
+    return DataError(f"npz: {path} array {key!r} holds Python objects (pickled data), which are never loaded; "
+                     f"save {key} as a plain numeric/string array ({detail})")
 
 
 def _array(archive, key: str, path: Path) -> np.ndarray:
     try:
         return archive[key]
     except ValueError as err:   # numpy refuses object arrays when allow_pickle=False
-        raise DataError(f"npz: {path} array {key!r} holds Python objects (pickled data), which are never loaded; "
-                        f"save {key} as a plain numeric/string array ({err})") from None
+        raise _pickled(key, path, str(err)) from None
 
 
-def _nchw(x: np.ndarray, path: Path) -> np.ndarray:
-    """(N,H,W), (N,H,W,C) or (N,C,H,W) -> (N,C,H,W); the channel axis is the one (1 or 3) of size 1 or 3."""
-    if x.ndim == 3:
-        return x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"npz: {path} x has shape {x.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
-    first, last = x.shape[1] in (1, 3), x.shape[3] in (1, 3)
+def _layout(shape: tuple[int, ...], path: Path) -> str:
+    """``"nhw"``, ``"nhwc"`` or ``"nchw"`` for x of ``shape``: the channel axis is the one of size 1 or 3."""
+    if len(shape) == 3:
+        return "nhw"
+    if len(shape) != 4:
+        raise DataError(f"npz: {path} x has shape {shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W)")
+    first, last = shape[1] in (1, 3), shape[3] in (1, 3)
     if first and last:
-        raise DataError(f"npz: {path} x has shape {x.shape}, ambiguous: axis 1 and axis 3 both could be the channel "
+        raise DataError(f"npz: {path} x has shape {shape}, ambiguous: axis 1 and axis 3 both could be the channel "
                         "axis (size 1 or 3); store it as (N, H, W, C) or (N, C, H, W) with H, W not 1 or 3")
     if last:
-        return x.transpose(0, 3, 1, 2)
+        return "nhwc"
     if first:
-        return x
-    raise DataError(f"npz: {path} x has shape {x.shape}: neither axis 1 nor axis 3 has size 1 or 3 (the channels)")
+        return "nchw"
+    raise DataError(f"npz: {path} x has shape {shape}: neither axis 1 nor axis 3 has size 1 or 3 (the channels)")
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _nchw(x: np.ndarray, layout: str) -> np.ndarray:
+    return x[:, None] if layout == "nhw" else x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
+
+
+def _open_npz(path: Path) -> tuple[NpzRows, np.ndarray, tuple[str, ...]]:
+    """x as rows read on demand; y and the class names read whole (they are small)."""
     if not path.exists():
         raise DataError(f"npz: {path} does not exist (dataset.path)")
     if path.is_dir():
@@ -216,8 +245,14 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
                 held = ", ".join(archive.files) or "nothing"
                 raise DataError(f"npz: {path} has no array {key!r} (it holds: {held}); "
                                 "save the images as x and the labels as y")
-        x, y = _array(archive, "x", path), _array(archive, "y", path)
+        y = _array(archive, "y", path)
         names = _array(archive, "class_names", path) if "class_names" in archive.files else None
+    try:
+        x = NpzRows(path, "x")
+    except Exception as err:   # a truncated member or a header numpy cannot parse
+        raise DataError(f"npz: cannot read array 'x' of {path} ({err})") from None
+    if x.dtype.hasobject:
+        raise _pickled("x", path, f"dtype {x.dtype}")
     if names is not None:
         if names.ndim != 1 or names.size == 0 or names.dtype.kind not in "US":
             raise DataError(f"npz: {path} class_names must be a non-empty 1-D array of strings, "
@@ -243,41 +278,61 @@ def _check_labels(y: np.ndarray, n_images: int, class_names: tuple[str, ...], pa
     return len(class_names) or hi + 1
 
 
+def _check_float_range(x: NpzRows, path: Path) -> None:
+    """Float images must lie in [0, 1]: checked over the whole array, a bounded chunk at a time."""
+    for chunk in x.chunks(max(1, (64 << 20) // max(x.dtype.itemsize * int(np.prod(x.shape[1:])), 1))):
+        rows = x.rows(np.arange(chunk.start, chunk.stop))
+        lo, hi = float(rows.min()), float(rows.max())
+        if not (lo >= 0.0 and hi <= 1.0):   # also catches NaN
+            raise DataError(f"npz: {path} x is {x.dtype} with values in [{lo:g}, {hi:g}] (rows {chunk.start}.."
+                            f"{chunk.stop - 1}); float images must lie in [0, 1] (or save uint8 in [0, 255])")
+
+
+class _NpzReader:
+    """Reads rows of x, as float32 NCHW images in [0, 1], resized if asked."""
+
+    def __init__(self, x: NpzRows, layout: str, size: int | None) -> None:
+        self.x, self.layout, self.size = x, layout, size
+
+    def __call__(self, positions: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(np.ascontiguousarray(_nchw(self.x.rows(positions), self.layout)))
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return _resize(images, self.size)
+
+
 def load_npz(path: str | Path, split: str = "test", n: int | None = None, size: int | None = None,
-             seed: int = 0) -> DataSplit:
+             seed: int = 0) -> StreamedSplit:
     """Arrays ``x``, ``y`` (and optional ``class_names``) of an ``.npz`` file as the ``test`` split.
 
     ``x`` is uint8 in [0, 255] or float in [0, 1], shaped (N, H, W), (N, H, W, C) or (N, C, H, W) with
     C in {1, 3}: the layout is NHWC if only axis 3 has size 1 or 3, NCHW if only axis 1 does; a shape where
     both or neither do is an error. ``y`` holds integer labels 0..K-1 with K = len(class_names) if given,
     else max(y) + 1. The file is read with ``allow_pickle=False``: object arrays are refused, never unpickled.
+    The images are read batch by batch when the split is used (see :mod:`robustbench_local.npz_rows`).
     """
     file = Path(path).expanduser()
     _test_only("npz", "an npz file", file, split)
-    x, y, class_names = _read_npz(file)
-    if x.shape[:1] == (0,) or x.ndim == 0:
+    x, y, class_names = _open_npz(file)
+    if x.shape[:1] == (0,) or len(x.shape) == 0:
         raise DataError(f"npz: {file} x holds no images (shape {x.shape})")
     if x.dtype != np.uint8 and x.dtype.kind != "f":
         raise DataError(f"npz: {file} x has dtype {x.dtype}; use uint8 in [0, 255] or float in [0, 1]")
-    x = _nchw(x, file)
+    layout = _layout(tuple(x.shape), file)
     num_classes = _check_labels(y, len(x), class_names, file)
     if x.dtype.kind == "f":
-        lo, hi = float(x.min()), float(x.max())
-        if not (lo >= 0.0 and hi <= 1.0):   # also catches NaN
-            raise DataError(f"npz: {file} x is {x.dtype} with values in [{lo:g}, {hi:g}]; float images must lie in "
-                            "[0, 1] (or save uint8 in [0, 255])")
+        _check_float_range(x, file)
+    c, h, w = _nchw(np.empty((1, *x.shape[1:]), dtype=np.uint8), layout).shape[1:]
     idx = stratified_indices(y, n, seed)
-    images = torch.from_numpy(np.ascontiguousarray(x[idx]))
-    images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    return DataSplit(_resize(images, size), torch.from_numpy(y[idx].astype(np.int64)), num_classes, "npz", "test",
-                     class_names or tuple(str(i) for i in range(num_classes)))
+    return StreamedSplit(torch.from_numpy(y[idx].astype(np.int64)), num_classes, "npz", "test",
+                         class_names or tuple(str(i) for i in range(num_classes)),
+                         (c, size or h, size or w), _NpzReader(x, layout, size), idx)
 
 
 _READERS = {"folder": load_folder, "npz": load_npz}
 
 
 def load_user_dataset(name: str, path: str | Path | None, split: str = "test", n: int | None = None,
-                      size: int | None = None, seed: int = 0) -> DataSplit:
+                      size: int | None = None, seed: int = 0) -> StreamedSplit:
     """``dataset=folder`` or ``dataset=npz`` read from ``path`` (``dataset.path``)."""
     if name not in _READERS:
         raise DataError(f"unknown user dataset {name!r}: choose one of {', '.join(USER_DATASETS)}")
@@ -296,5 +351,7 @@ def data_identity(path: str | Path) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        digest.update(file.read_bytes())
+        with file.open("rb") as stream:   # in chunks: a data set may be larger than memory
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()

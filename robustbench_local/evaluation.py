@@ -5,7 +5,7 @@ import json
 import multiprocessing
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attacks.base import EvasionAttack
-from rbl_core.data import DataSplit
+from rbl_core.data import AnySplit, stream_batches
 from rbl_core.device import module_device
 from rbl_core.io import atomic_write_text
 from rbl_core.remeasure import remeasure
@@ -171,68 +171,75 @@ def _apply(outcome: AttackOutcome, batch: int, result: _BatchResult) -> None:
     outcome.done_batches.append(batch)
 
 
-def evaluate(model: nn.Module, data: DataSplit, attacks: Mapping[str, EvasionAttack], threat: ThreatModel, *,
+def evaluate(model: nn.Module, data: AnySplit, attacks: Mapping[str, EvasionAttack], threat: ThreatModel, *,
              batch_size: int = 500, seed: int = 0, state_path: Path | None = None, state_key: str = "",
              progress: bool = True, workers: int = 1) -> EvaluationReport:
     """Run every attack on the clean-correct points of ``data``; resumes from ``state_path`` if present.
 
-    Batches go to the model's device. With ``workers > 1`` on the CPU batches run in that many spawned
-    processes (one torch thread each); the numbers are the same as a sequential run because every
-    (attack, batch) is seeded on its own.
+    The data is read one batch at a time (a :class:`StreamedSplit` never holds the whole set), and each batch
+    goes to the model's device, meets every attack, and is dropped. With ``workers > 1`` on the CPU, batches
+    run in that many spawned processes (one torch thread each), a few batches ahead at most. The numbers do
+    not depend on the order or the workers, because every (attack, batch) is seeded on its own.
     """
     device = module_device(model)
-    check_classifier(model, data.x, data.num_classes)
+    first = data.images(range(min(len(data), 32)))
+    check_classifier(model, first, data.num_classes)
     for attack in attacks.values():   # before any work: a later attack's bad input would fail only after the earlier ones ran
-        attack.check_inputs(data.x[:1], data.y[:1])
-    clean = (predict(model, data.x, batch_size) == data.y).tolist()
+        attack.check_inputs(first[:1], data.y[:1])
     state = _State(state_path, state_key)
+    outcomes = {name: state.outcome(name, len(data)) for name in attacks}
     n_batches = -(-len(data) // batch_size)
-    report = EvaluationReport(clean, {})
+    clean = [False] * len(data)
+    todo = sum(n_batches - len(o.done_batches) for o in outcomes.values())
+    bar = tqdm(total=todo, desc="attacks", disable=None if progress and todo else True, leave=False)
     pool = None
     # One GPU serves one process best; worker processes are for spreading CPU work.
     if workers > 1 and n_batches > 1 and device.type == "cpu":
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(1,))
+    jobs: dict[Future, tuple[str, int]] = {}
+
+    def land(done: set[Future]) -> None:
+        # Saved as each batch lands, so an interruption loses at most the batches still running.
+        for future in done:
+            name, b = jobs.pop(future)
+            _apply(outcomes[name], b, future.result())
+            state.save(name, outcomes[name])
+            bar.update()
+
     try:
-        for name, attack in attacks.items():
-            report.attacks[name] = _run_attack(model, data, name, attack, threat, clean, state, n_batches,
-                                               batch_size, seed, progress, pool, device)
+        for b, (span, x) in enumerate(stream_batches(data, batch_size)):
+            y = data.y[span.start:span.stop]
+            correct = (predict(model, x, batch_size) == y).tolist()
+            clean[span.start:span.stop] = correct
+            idx = [i for i, ok in zip(span, correct) if ok]
+            local = torch.tensor([i - span.start for i in idx], dtype=torch.long)
+            for name, attack in attacks.items():
+                outcome = outcomes[name]
+                if b in outcome.done_batches:
+                    continue
+                for i, ok in zip(span, correct):
+                    if not ok:
+                        outcome.robust[i] = False
+                if not idx:
+                    _apply(outcome, b, _BatchResult([], [], [], [], 0, 0.0))
+                    state.save(name, outcome)
+                    bar.update()
+                    continue
+                args = (model, attack, x[local].to(device), y[local].to(device), threat, idx,
+                        seed * 1_000_003 + zlib.crc32(name.encode()) + b)
+                if pool is None:
+                    _apply(outcome, b, _attack_batch(*args))
+                    state.save(name, outcome)
+                    bar.update()
+                else:
+                    jobs[pool.submit(_attack_batch, *args)] = (name, b)
+            while len(jobs) > 2 * workers:   # a bounded window: the queued batches' images stay in memory
+                land(wait(jobs, return_when=FIRST_COMPLETED).done)
+        while jobs:
+            land(wait(jobs, return_when=FIRST_COMPLETED).done)
     finally:
+        bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return report
-
-
-def _run_attack(model: nn.Module, data: DataSplit, name: str, attack: EvasionAttack, threat: ThreatModel,
-                clean: list[bool], state: _State, n_batches: int, batch_size: int, seed: int, progress: bool,
-                pool: ProcessPoolExecutor | None, device: torch.device) -> AttackOutcome:
-    outcome = state.outcome(name, len(data))
-    todo = [b for b in range(n_batches) if b not in outcome.done_batches]
-    bar = tqdm(total=len(todo), desc=name, disable=None if progress and todo else True, leave=False)
-    jobs = {}
-    for b in todo:
-        rows = range(b * batch_size, min((b + 1) * batch_size, len(data)))
-        for i in rows:
-            if not clean[i]:
-                outcome.robust[i] = False
-        idx = [i for i in rows if clean[i]]
-        if not idx:
-            _apply(outcome, b, _BatchResult([], [], [], [], 0, 0.0))
-            state.save(name, outcome)
-            bar.update()
-            continue
-        args = (model, attack, data.x[idx].to(device), data.y[idx].to(device), threat, idx,
-                seed * 1_000_003 + zlib.crc32(name.encode()) + b)
-        if pool is None:
-            _apply(outcome, b, _attack_batch(*args))
-            state.save(name, outcome)
-            bar.update()
-        else:
-            jobs[pool.submit(_attack_batch, *args)] = b
-    for future in as_completed(jobs):
-        # Saved as each batch lands, so an interruption loses at most the batches still running.
-        _apply(outcome, jobs[future], future.result())
-        state.save(name, outcome)
-        bar.update()
-    bar.close()
-    return outcome
+    return EvaluationReport(clean, {name: outcomes[name] for name in attacks})

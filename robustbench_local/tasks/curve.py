@@ -7,6 +7,7 @@ from typing import Iterator
 import torch
 from omegaconf import DictConfig
 
+from rbl_core.data import stream_batches
 from rbl_core.remeasure import remeasure
 from rbl_core.threat import ThreatModel
 from rbl_core.training import predict
@@ -40,13 +41,14 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     specs = build_attacks(cfg.attack.attacks, ThreatModel(norm, max(epsilons)))
     data = ctx.load_data("test", n=cfg.dataset.n_test)
     model = ctx.load_model()
-    clean = predict(model, data.x) == data.y
+    # Read batch by batch (a user's data set may not fit in memory); 512 is predict's own chunk size.
+    clean = torch.cat([predict(model, x) == data.y[span.start:span.stop] for span, x in stream_batches(data, 512)])
     curves = []
     for name, spec in specs.items():
         start = time.perf_counter()
         broken = [torch.zeros(0, dtype=torch.bool) for _ in epsilons]
-        for x, y in zip(data.x.split(cfg.batch_size), data.y.split(cfg.batch_size)):
-            x, y = x.to(ctx.device), y.to(ctx.device)
+        for span, x in stream_batches(data, cfg.batch_size):
+            x, y = x.to(ctx.device), data.y[span.start:span.stop].to(ctx.device)
             torch.manual_seed(cfg.seed)
             candidates = [r.x_adv for r in spec.attack.at_epsilons(model, x, y, norm, epsilons)]
             found = [f.cpu() for f in broken_at(model, x, y, candidates, norm, epsilons)]
