@@ -27,7 +27,7 @@ from rbl_core.training import predict  # noqa: E402
 
 def correct_by_all(members: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Boolean mask of the images every member classifies correctly."""
-    mask = torch.ones(len(x), dtype=torch.bool)
+    mask = torch.ones(len(x), dtype=torch.bool, device=x.device)
     for m in members:
         mask &= predict(m, x) == y
     return mask
@@ -61,13 +61,14 @@ def transferability_matrix(
     threat = ThreatModel("Linf", eps)
     fooled = torch.zeros(k, k, len(x), dtype=torch.bool)
     for i, src in enumerate(members):
-        fmodel = fb.PyTorchModel(src, bounds=(0.0, 1.0))
+        # The images' device: Foolbox's own default would pick cuda:0 whenever CUDA exists.
+        fmodel = fb.PyTorchModel(src, bounds=(0.0, 1.0), device=x.device)
         for s in range(0, len(x), batch_size):
             xb, yb = x[s:s + batch_size], y[s:s + batch_size]
             for _ in range(restarts):
                 _, x_adv, _ = attack(fmodel, xb, yb, epsilons=eps)
                 for j, dst in enumerate(members):
-                    fooled[i, j, s:s + len(xb)] |= remeasure(dst, xb, yb, x_adv, threat).success
+                    fooled[i, j, s:s + len(xb)] |= remeasure(dst, xb, yb, x_adv, threat).success.cpu()
     return fooled.float().mean(-1).numpy(), len(x)
 
 

@@ -163,6 +163,7 @@ class DvergeEvalTask:
     """``task=dverge_eval``: transfer attacks from hold-out ensembles, and the transferability matrix."""
 
     _target_: str = "robustbench_local.tasks.dverge_eval.run"
+    on_device: ClassVar[bool] = True
     n_eval: int | None = ranged(500, ge=1)     # first n test images (null = dataset.n_test, then the whole split)
     # hold-out baseline ensembles (other seeds); paper: 3, 5 and 8 members
     surrogates: List[str] = ranged(["surrogate_ens3_cnn"], nonempty=True)
@@ -308,6 +309,7 @@ class ContextualFusionTask:
     """``task=contextual_fusion``: fg-only, bg-only and fused digit classifiers on MNIST-on-texture scene sets."""
 
     _target_: str = "robustbench_local.tasks.contextual_fusion.run"
+    on_device: ClassVar[bool] = True
     scene_sets: List[str] = ranged(["mnist_scenes10", "mnist_scenes50", "mnist_scenes90", "mnist_scenes_var"],
                                    nonempty=True, choices=DIGIT_SCENE_SETS)
     n_train: int = ranged(5000, ge=10)     # train images of each stream; the heads get the rest of the split
@@ -326,6 +328,7 @@ class DefenseEvalTask:
     """``task=defense_eval``: a preprocessing defense under defense-unaware and adaptive attacks at several eps."""
 
     _target_: str = "robustbench_local.tasks.defense_eval.run"
+    on_device: ClassVar[bool] = True
     eps: List[float] = ranged([2 / 255, 4 / 255, 8 / 255], nonempty=True, gt=0, le=1)
     unaware: bool = True            # also transfer attacks crafted on the bare classifier
     figure: bool = True             # one row of images through the pipeline per run

@@ -44,7 +44,7 @@ def _models(t: DictConfig, ctx: TaskContext, scene_set: str) -> tuple[torch.nn.M
 
     def load(kind: str, **kw: object) -> torch.nn.Module:
         recipe = head_recipe(kind, scene_set, fg=fg_stream, bg=bg_stream, head_steps=t.head_steps, **kw)
-        return load_or_train(recipe, ctx.cache_dir, ctx.data_root)
+        return load_or_train(recipe, ctx.cache_dir, ctx.data_root).to(ctx.device)
 
     fused = {fused_name(float(a)): load("fusion", alpha=float(a), name=fused_name(float(a))) for a in t.alpha}
     return load("fg_only"), load("bg_only"), fused
@@ -77,7 +77,8 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
         probs = [round(float(v), 6) for v in class_probabilities(SCENE_SETS[scene_set].p)]
         varies = len(set(probs)) > 1
         start = time.perf_counter()
-        suite = evaluate_suite(fg, bg, fused, scenes.composite, scenes.y, scenes.mask,
+        suite = evaluate_suite(fg, bg, fused, scenes.composite.to(ctx.device), scenes.y.to(ctx.device),
+                               scenes.mask.to(ctx.device),
                                attacks={name: spec.attack for name, spec in attacks.items()}, eps=eps,
                                sigma=[float(s) for s in t.sigma])
         for res in suite:

@@ -34,7 +34,7 @@ from robustbench_local.tasks.base import TaskContext
 
 def _figure(ctx: TaskContext, model: nn.Module, bare: nn.Module, attack: EvasionAttack, data: DataSplit,
             eps: float) -> Path:
-    x, y = data.x[:1], data.y[:1]
+    x, y = data.x[:1].to(ctx.device), data.y[:1].to(ctx.device)
     adv = adapt_attacks({"a": attack}, model, bare)[0]["a"](model, x, y, ThreatModel("Linf", eps)).x_adv
     transform = getattr(model, "transform", None)
     view = transform if transform is not None else (lambda z: z)
@@ -46,6 +46,7 @@ def _figure(ctx: TaskContext, model: nn.Module, bare: nn.Module, attack: Evasion
             panels.append(("camera RAW mosaic", mosaic(SyntheticCamera().inverse_isp(x))[0] ** (1 / 2.2)))
         panels += [("defense(RGB)", view(x)[0]), (f"adversarial, eps={eps * 255:.0f}/255", adv[0]),
                    ("defense(adversarial)", view(adv)[0])]
+        panels = [(title, image.cpu()) for title, image in panels]   # drawn on the host
     name = f"pipeline_{ctx.dataset_label}_{ctx.cfg.model.name}_{ctx.defense_name}.png"
     return pipeline_figure(panels, ctx.output_dir / name, f"{ctx.defense_name} on {ctx.dataset_label}")
 

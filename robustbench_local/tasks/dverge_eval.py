@@ -48,11 +48,13 @@ def _cached_transfer_examples(cfg: DictConfig, ctx: TaskContext, surrogates: dic
     key = sha256_json(ident)[:20]
     path = Path(ctx.cache_dir or default_cache_dir()) / "dverge_transfer" / f"{cfg.dataset.name}-{key}.pt"
     if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=ctx.device, weights_only=True)
     torch.manual_seed(cfg.seed)
     attacks = default_transfer_attacks(steps=int(t.steps), restarts=int(t.restarts))
-    adv = craft_transfer_examples(surrogates, data.x, data.y, eps, attacks, batch_size=ctx.batch_size)
-    atomic_write(path, lambda tmp: torch.save(adv, tmp))
+    x, y = data.x.to(ctx.device), data.y.to(ctx.device)
+    adv = craft_transfer_examples(surrogates, x, y, eps, attacks, batch_size=ctx.batch_size)
+    # Stored on the CPU, so a run on another device reads the same file.
+    atomic_write(path, lambda tmp: torch.save({k: v.cpu() for k, v in adv.items()}, tmp))
     return adv
 
 
@@ -69,11 +71,12 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     if cfg.model.name in surrogate_names:
         raise ConfigError(f"model {cfg.model.name!r} is also listed as a surrogate; transfer needs hold-out models")
     surrogates = {s: load_model(s, cfg.dataset.name, threat_model=None, cache_dir=ctx.cache_dir,
-                                data_root=ctx.data_root) for s in surrogate_names}
+                                data_root=ctx.data_root).to(ctx.device) for s in surrogate_names}
+    x, y = data.x.to(ctx.device), data.y.to(ctx.device)
     for eps in _eps_list(cfg):
         start = time.perf_counter()
         adv = _cached_transfer_examples(cfg, ctx, surrogates, data, eps)
-        metrics = transfer_accuracy(model, data.x, data.y, adv, ThreatModel("Linf", eps))
+        metrics = transfer_accuracy(model, x, y, adv, ThreatModel("Linf", eps))
         metrics = {"part": "transfer", "clean_acc": metrics.pop("clean"), "transfer_acc": metrics.pop("all"),
                    "per_attack": metrics, "n": len(data)}
         yield ctx.row("ensemble", "transfer:" + "+".join(surrogate_names), metrics,
@@ -82,7 +85,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     tr = t.transferability
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    matrix, used = transferability_matrix(list(model.members), data.x, data.y, float(tr.eps), steps=int(tr.steps),
+    matrix, used = transferability_matrix(list(model.members), x, y, float(tr.eps), steps=int(tr.steps),
                                           restarts=int(tr.restarts), n=tr.n, batch_size=ctx.batch_size)
     png = plot_transferability(matrix, ctx.output_dir / f"transferability_{cfg.dataset.name}_{cfg.model.name}.png",
                                f"{cfg.model.name} on {cfg.dataset.name}, PGD eps={float(tr.eps)}")
