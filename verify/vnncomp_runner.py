@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_import import load_onnx
+from .torch_import import from_onnx
 from .parallel import run_parallel
 from .verifier import verify
 from .vnnlib import load_vnnlib
@@ -37,7 +37,7 @@ def onnxruntime_output(onnx_path: str | Path, x: np.ndarray) -> np.ndarray | Non
 def solve_instance(onnx_path: str, vnnlib_path: str, timeout: float, seed: int = 0) -> dict:
     """Verify one instance in this process; returns a JSON-friendly dict."""
     t0 = time.monotonic()
-    net = load_onnx(onnx_path)
+    net = from_onnx(onnx_path)
     prop = load_vnnlib(vnnlib_path)
     v = verify(net, prop, timeout=max(0.1, timeout - (time.monotonic() - t0)), seed=seed)
     out = {"onnx": str(onnx_path), "vnnlib": str(vnnlib_path), "result": v.vnncomp, "status": v.status,
