@@ -89,7 +89,7 @@ class _Walker:
             raise _refuse(step, "MaxPool with padding, ceil_mode, dilations or a non-2-d kernel")
         stride = tuple(int(s) for s in at.get("strides", [1, 1]))
         windows = pool_windows(self._on_points(step, step.inputs[0]), kernel, stride, "MaxPool")
-        return torch.from_numpy(max_reduce(windows, self._cut))
+        return torch.from_numpy(max_reduce(windows, lambda a, c: self._cut("relu", a, c)))
 
     def run(self) -> Network:
         largest = max(int(np.prod(s[1:])) for s in self.graph.shapes.values())
