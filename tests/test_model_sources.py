@@ -19,6 +19,7 @@ from robustbench_local.data import load_dataset
 from robustbench_local.sources.checkpoints import load_state_dict
 from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
 from robustbench_local.sources.models import ModelInfo, load_user_model, zoo_info
+from robustbench_local.sources.onnx_source import SOFTMAX_NOTE
 from rbl_core.onnx import SUPPORTED_OPS, load_onnx
 from robustbench_local.sources.preprocessing import Preprocessed
 from robustbench_local.zoo import get_recipe, load_model
@@ -296,6 +297,14 @@ def test_unsupported_op_names_op_and_node(tmp_path):
     with pytest.raises(UnsupportedOnnxOp, match=r"softplus\.onnx: node 'my_softplus' uses op 'Softplus'") as err:
         load_user_model(onnx_cfg(path), DIGITS_SHAPE, 64)
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+
+
+def test_a_final_softmax_is_removed_for_attacks_and_the_info_says_so(digits_cnn, digits, tmp_path):
+    path = export(nn.Sequential(digits_cnn, nn.Softmax(dim=1)), DIGITS_SHAPE, tmp_path / "probs.onnx")
+    loaded = load_user_model(onnx_cfg(path), DIGITS_SHAPE, 10)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(digits.x[:16]), digits_cnn(digits.x[:16]), atol=1e-4)   # the logits
+    assert loaded.info.notes == SOFTMAX_NOTE
 
 
 def test_view_flatten_export_with_shape_arithmetic_is_folded(tmp_path):
