@@ -132,3 +132,13 @@ def test_non_classifier_networks_are_refused_by_name():
         load_user_model(cfg, (1, 28, 28), 10)
     with pytest.raises(ModelSourceError, match=r"not images .*set model.input_layout=flat"):
         load_user_model({**cfg, "input_layout": "nchw"}, (1, 28, 28), 10)
+
+
+def test_vnncomp_runner_bounds_a_vit_through_the_graph_when_the_dense_ir_refuses():
+    from verify.vnncomp_runner import solve_instance
+
+    onnx_rel = "onnx/ibp_3_3_8.onnx"
+    (prop,) = _properties("vit", onnx_rel, k=1)
+    res = solve_instance(str(REAL / "vit" / onnx_rel), str(prop), timeout=30)
+    assert res["engine"] == "graph_ibp" and res["result"] in ("unsat", "unknown")
+    assert res["result"] == "unsat" or "MatMul" in res["reason"]
