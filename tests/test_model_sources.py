@@ -307,6 +307,30 @@ def test_a_final_softmax_is_removed_for_attacks_and_the_info_says_so(digits_cnn,
     assert loaded.info.notes == SOFTMAX_NOTE
 
 
+class _ChannelsLastNet(nn.Module):
+    """A Keras-style network: NHWC images in."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of NHWC images."""
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+def test_nhwc_and_flat_inputs_run_with_the_configured_layout(digits_cnn, digits, tmp_path):
+    nhwc = export(_ChannelsLastNet(digits_cnn), (8, 8, 1), tmp_path / "nhwc.onnx")
+    flat = export(nn.Sequential(nn.Unflatten(1, DIGITS_SHAPE), digits_cnn), (64,), tmp_path / "flat.onnx")
+    with torch.no_grad():
+        ref = digits_cnn(digits.x[:16])
+        for path, layout in ((nhwc, "nhwc"), (flat, "flat")):
+            loaded = load_user_model(onnx_cfg(path, input_layout=layout), DIGITS_SHAPE, 10)
+            assert torch.allclose(loaded.module(digits.x[:16]), ref, atol=1e-4), layout
+    with pytest.raises(ModelSourceError, match=r"not images \(N, C, H, W\); set model.input_layout=flat"):
+        load_user_model(onnx_cfg(flat), DIGITS_SHAPE, 10)
+
+
 def test_view_flatten_export_with_shape_arithmetic_is_folded(tmp_path):
     class ViewFlatten(nn.Module):
         def __init__(self) -> None:
@@ -594,6 +618,10 @@ def test_zoo_info(digits_cnn):
 def test_source_errors_are_user_errors():
     assert ModelSourceError in USER_ERRORS and UnsupportedOnnxOp in USER_ERRORS
     assert issubclass(UnsupportedOnnxOp, ModelSourceError) and issubclass(ModelSourceError, ValueError)
+    # the verifier's refusals are user errors too: one line and exit 2, never a traceback
+    from verify.network import UnsupportedOperationError
+
+    assert issubclass(UnsupportedOperationError, USER_ERRORS)
 
 
 def test_config_files_list_every_model_key():

@@ -246,7 +246,7 @@ def interval_bounds(graph: OnnxGraph, lo: torch.Tensor, hi: torch.Tensor) -> tup
     g = copy.deepcopy(graph).double()
 
     def hook(step: Step, args: list) -> Any:
-        rule = _RULES.get(step.op)
+        rule = _RULES.get(step.op)   # load-only ops (Shape, Mod, ...) never reach here: they are folded
         if rule is None:
             raise UnsupportedOperationError(f"{step.source}: node {step.name!r} ({step.op}) has no interval rule")
         if not any(isinstance(a, Box) for a in args):

@@ -185,12 +185,16 @@ def plan_graph(model: Any, source: str, sample_shape: tuple[int, ...] | None = N
                                        "before any node produces it (graph not topologically sorted?)")
             _check_attrs(step)
             spec = OPS[step.op]
-            if spec.load_only or all(i in static for i in step.inputs if i):
+            # Shape reads only the (static) shape of its input, so it folds even on data
+            if step.op == "Shape" or all(i in static for i in step.inputs if i):
                 for env in envs:
                     for name, value in zip(step.outputs, _run(step, [env[i] if i else None for i in step.inputs])):
                         env[name] = value
                 static.update(o for o in step.outputs if o)
                 continue
+            if spec.load_only:
+                raise step.unsupported("it runs on the data here; the reader folds it only as shape arithmetic "
+                                       "known when the file is loaded")
             for pos in spec.static:
                 if pos < len(step.inputs) and step.inputs[pos] and step.inputs[pos] not in static:
                     raise step.unsupported(f"its input {step.inputs[pos]!r} is computed from the data at run time; "

@@ -166,11 +166,13 @@ class _StraightThroughSign(torch.autograd.Function):
     """sign(x) forward, the identity backward: sign's true gradient is zero almost everywhere."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        """sign(x)."""
         return torch.sign(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        """The incoming gradient, unchanged."""
         return grad
 
 

@@ -30,6 +30,11 @@ def div(step: Step, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a / b
 
 
+def mod(step: Step, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mod: the sign of the divisor (Python's %), or of the dividend with ``fmod=1``."""
+    return torch.fmod(a, b) if step.attrs.get("fmod", 0) else torch.remainder(a, b)
+
+
 def flatten(step: Step, x: torch.Tensor) -> torch.Tensor:
     """Flatten to 2-d at ``axis``."""
     axis = int(step.attrs.get("axis", 1))

@@ -59,6 +59,10 @@ OPS: dict[str, OpSpec] = {
     "Shape": OpSpec(shape_ops.shape, load_only=True),
     "ConstantOfShape": OpSpec(shape_ops.constant_of_shape, (0,), load_only=True),
     "Range": OpSpec(shape_ops.range_, (0, 1, 2), load_only=True),
+    # the index arithmetic of exported reshapes (nn.Unflatten: Mod; masks: Equal/Where), also folded at load
+    "Mod": OpSpec(shape_ops.mod, (0, 1), load_only=True),
+    "Equal": OpSpec(elementwise(torch.eq), (0, 1), load_only=True),
+    "Where": OpSpec(elementwise(torch.where), (0, 1, 2), load_only=True),
 }
 # Constant is read when the file is loaded and never becomes a step.
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted([*OPS, "Constant"]))

@@ -26,7 +26,8 @@ class _ChannelsLast(nn.Module):
         super().__init__()
         self.graph = graph
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's output for NCHW images ``x``."""
         return self.graph(x.permute(0, 2, 3, 1))
 
 
@@ -37,7 +38,8 @@ class _Flattened(nn.Module):
         super().__init__()
         self.graph = graph
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's output for images ``x``, each flattened."""
         return self.graph(x.flatten(1))
 
 
