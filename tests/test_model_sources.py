@@ -19,7 +19,8 @@ from robustbench_local.data import load_dataset
 from robustbench_local.sources.checkpoints import load_state_dict
 from robustbench_local.sources.errors import ModelSourceError, UnsupportedOnnxOp
 from robustbench_local.sources.models import ModelInfo, load_user_model, zoo_info
-from robustbench_local.sources.onnx_module import SUPPORTED_OPS, load_onnx
+from robustbench_local.sources.onnx_source import SOFTMAX_NOTE
+from rbl_core.onnx import SUPPORTED_OPS, load_onnx
 from robustbench_local.sources.preprocessing import Preprocessed
 from robustbench_local.zoo import get_recipe, load_model
 
@@ -252,11 +253,13 @@ def test_gemm_beta_dropout_and_constant_match_onnxruntime(tmp_path):
     np.testing.assert_allclose(ort_logits(path, x), load_onnx(path)(x).detach().numpy(), atol=1e-5)
 
 
-def test_supported_op_list_is_what_the_brief_asks_for():
-    assert set(SUPPORTED_OPS) == {
-        "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool",
-        "AveragePool", "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Transpose", "Concat",
-        "Constant", "Identity", "Dropout", "Squeeze", "Unsqueeze"}
+def test_supported_op_list_covers_what_the_issue_asks_for():
+    assert set(SUPPORTED_OPS) >= {
+        "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Sqrt", "Relu",
+        "LeakyRelu", "Sigmoid", "Tanh", "Erf", "Gelu", "Softmax", "Sign", "BatchNormalization", "LayerNormalization",
+        "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Pad", "Resize", "Upsample", "Clip",
+        "Flatten", "Reshape", "Transpose", "Split", "Concat", "Dropout", "Identity", "Shape", "Gather", "Cast",
+        "Unsqueeze", "Squeeze", "ConstantOfShape", "Range", "Expand", "Slice", "Constant"}
 
 
 # ---- ONNX: bad files ------------------------------------------------------------------------------
@@ -288,15 +291,47 @@ def test_checker_failure_is_reported(tmp_path):
 
 
 def test_unsupported_op_names_op_and_node(tmp_path):
-    path = save_graph(tmp_path / "erf.onnx", [helper.make_node("Erf", ["x"], ["e"], name="my_erf"),
-                                              helper.make_node("Flatten", ["e"], ["y"])],
+    path = save_graph(tmp_path / "softplus.onnx", [helper.make_node("Softplus", ["x"], ["e"], name="my_softplus"),
+                                                   helper.make_node("Flatten", ["e"], ["y"])],
                       [image_input(["N", 1, 8, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])])
-    with pytest.raises(UnsupportedOnnxOp, match=r"erf\.onnx: node 'my_erf' uses op 'Erf'") as err:
+    with pytest.raises(UnsupportedOnnxOp, match=r"softplus\.onnx: node 'my_softplus' uses op 'Softplus'") as err:
         load_user_model(onnx_cfg(path), DIGITS_SHAPE, 64)
     assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
 
 
-def test_runtime_computed_reshape_shape_is_unsupported_with_a_hint(tmp_path):
+def test_a_final_softmax_is_removed_for_attacks_and_the_info_says_so(digits_cnn, digits, tmp_path):
+    path = export(nn.Sequential(digits_cnn, nn.Softmax(dim=1)), DIGITS_SHAPE, tmp_path / "probs.onnx")
+    loaded = load_user_model(onnx_cfg(path), DIGITS_SHAPE, 10)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(digits.x[:16]), digits_cnn(digits.x[:16]), atol=1e-4)   # the logits
+    assert loaded.info.notes == SOFTMAX_NOTE
+
+
+class _ChannelsLastNet(nn.Module):
+    """A Keras-style network: NHWC images in."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of NHWC images."""
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+def test_nhwc_and_flat_inputs_run_with_the_configured_layout(digits_cnn, digits, tmp_path):
+    nhwc = export(_ChannelsLastNet(digits_cnn), (8, 8, 1), tmp_path / "nhwc.onnx")
+    flat = export(nn.Sequential(nn.Unflatten(1, DIGITS_SHAPE), digits_cnn), (64,), tmp_path / "flat.onnx")
+    with torch.no_grad():
+        ref = digits_cnn(digits.x[:16])
+        for path, layout in ((nhwc, "nhwc"), (flat, "flat")):
+            loaded = load_user_model(onnx_cfg(path, input_layout=layout), DIGITS_SHAPE, 10)
+            assert torch.allclose(loaded.module(digits.x[:16]), ref, atol=1e-4), layout
+    with pytest.raises(ModelSourceError, match=r"not images \(N, C, H, W\); set model.input_layout=flat"):
+        load_user_model(onnx_cfg(flat), DIGITS_SHAPE, 10)
+
+
+def test_view_flatten_export_with_shape_arithmetic_is_folded(tmp_path):
     class ViewFlatten(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -305,9 +340,14 @@ def test_runtime_computed_reshape_shape_is_unsupported_with_a_hint(tmp_path):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(x.view(x.size(0), -1))
 
-    path = export(ViewFlatten(), DIGITS_SHAPE, tmp_path / "view.onnx")
-    with pytest.raises(UnsupportedOnnxOp, match=r"op 'Shape'.*torch\.flatten\(x, 1\)"):
-        load_onnx(path)
+    model = ViewFlatten().eval()
+    path = export(model, DIGITS_SHAPE, tmp_path / "view.onnx")
+    module = load_onnx(path)
+    assert "Shape" in module.op_types and "Shape" not in {s.op for s in module.steps}   # folded at load
+    for n in (1, 5):
+        x = torch.rand(n, *DIGITS_SHAPE)
+        with torch.no_grad():
+            np.testing.assert_allclose(module(x).numpy(), ort_logits(path, x), atol=1e-5)
 
 
 def test_graphs_with_two_inputs_or_two_outputs_are_refused(tmp_path):
@@ -572,12 +612,16 @@ def test_zoo_info(digits_cnn):
                              training=f"recipe {recipe.hash()[:12]}", description=recipe.description,
                              identity=f"sha256:{recipe.hash()}")
     assert set(info.to_dict()) == {"name", "source", "architecture", "parameters", "training", "description",
-                                   "identity"}
+                                   "identity", "notes"}
 
 
 def test_source_errors_are_user_errors():
     assert ModelSourceError in USER_ERRORS and UnsupportedOnnxOp in USER_ERRORS
     assert issubclass(UnsupportedOnnxOp, ModelSourceError) and issubclass(ModelSourceError, ValueError)
+    # the verifier's refusals are user errors too: one line and exit 2, never a traceback
+    from verify.network import UnsupportedOperationError
+
+    assert issubclass(UnsupportedOperationError, USER_ERRORS)
 
 
 def test_config_files_list_every_model_key():

@@ -75,9 +75,9 @@ def test_onnx_and_torch_checkpoints_match_the_zoo_model_and_share_its_leaderboar
         assert f"| {name} | {source} |" in board, board
 
 
-class _Erf(torch.nn.Module):
+class _Softplus(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return torch.erf(x)
+        return torch.nn.functional.softplus(x)
 
 
 def _export(model: torch.nn.Module, path: Path) -> None:
@@ -91,10 +91,8 @@ def _make(kind: str | None, files: Path, mnist_cnn: torch.nn.Module) -> None:
         (files / "corrupt.onnx").write_bytes(os.urandom(256))
     elif kind == "pickle":
         torch.save(mnist_cnn, files / "module.pt")
-    elif kind == "erf":
-        _export(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), _Erf()), files / "erf.onnx")
-    elif kind == "softmax":
-        _export(torch.nn.Sequential(mnist_cnn, torch.nn.Softmax(dim=1)), files / "probs.onnx")
+    elif kind == "softplus":
+        _export(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), _Softplus()), files / "softplus.onnx")
     elif kind == "probabilities":
         save_file(torch.nn.Sequential(mnist_cnn, torch.nn.Softmax(dim=1)).state_dict(), str(files / "probs.safetensors"))
     elif kind in ("empty_class", "bad_image"):
@@ -114,9 +112,8 @@ ONNX = ["model=onnx", "model.path={tmp}/cnn.onnx"]
 @pytest.mark.parametrize("make,overrides,message", [
     (None, ["model=onnx", "model.path=/nonexistent/net.onnx"], "does not exist"),
     ("corrupt", ["model=onnx", "model.path={tmp}/corrupt.onnx"], "corrupt.onnx"),
-    ("erf", ["model=onnx", "model.path={tmp}/erf.onnx"], "'Erf'"),
+    ("softplus", ["model=onnx", "model.path={tmp}/softplus.onnx"], "'Softplus'"),
     ("pickle", [*TORCH, "model.weights={tmp}/module.pt"], "weights_only"),
-    ("softmax", ["model=onnx", "model.path={tmp}/probs.onnx"], "without the final softmax"),
     ("probabilities", ["model=torch", "model.target=user_nets:probability_cnn", "model.weights={tmp}/probs.safetensors",
                        "model.kwargs={arch:cnn_small,input_shape:[1,28,28],num_classes:10}"], "returns probabilities"),
     (None, [*TORCH, "model.weights={tmp}/cnn.safetensors", "model.kwargs.num_classes=7"], "7"),

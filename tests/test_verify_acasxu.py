@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verify.network import UnsupportedOperationError
-from verify.onnx_import import load_onnx
+from rbl_core.onnx import ModelSourceError, UnsupportedOnnxOp
+from verify.torch_import import from_onnx as load_onnx
 from verify.verifier import verify
 from verify.vnncomp_runner import format_result, onnxruntime_output, run_csv, solve_instance
 from verify.vnnlib import VnnlibError, load_vnnlib, parse_vnnlib
@@ -52,9 +52,9 @@ def test_unsupported_onnx_op_is_named(tmp_path):
     import onnx
 
     onnx.save(helper.make_model(g), str(path))
-    with pytest.raises(UnsupportedOperationError, match="'Softplus'"):
+    with pytest.raises(UnsupportedOnnxOp, match="node 'act' uses op 'Softplus'"):
         load_onnx(path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelSourceError, match="does not exist"):
         load_onnx(tmp_path / "missing.onnx")
 
 

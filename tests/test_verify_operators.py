@@ -10,7 +10,7 @@ from test_verify_soundness import _exhaustive_property
 from rbl_core.architectures import build
 from verify.bounds import TorchNet, compute_bounds
 from verify.network import Network, UnsupportedOperationError
-from verify.onnx_import import load_onnx
+from verify.torch_import import from_onnx as load_onnx
 from verify.s_shaped import activate, relax_s_shaped
 from verify.spec import Property, Term, local_robustness
 from verify.torch_import import from_torch

@@ -11,7 +11,7 @@ exact affine + ReLU: ``max(a, b) = a + relu(b - a)``, reduced pairwise over each
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -106,3 +106,24 @@ def max_reduce(windows: list[np.ndarray], cut: Callable[[list, list], tuple[list
         diffs, keeps = cut([b - a for a, b in pairs], [a for a, _ in pairs] + odd)
         vals = [k + d for k, d in zip(keeps, diffs)] + keeps[len(pairs):]
     return vals[0]
+
+
+def cut_carrying(layers: LayerBuilder, act: str, apply: list[np.ndarray], carry: list[np.ndarray], env: dict,
+                 live: list, wrap: Callable[[np.ndarray], Any]) -> tuple[list, list]:
+    """One activation layer of ``layers``; ``env[k]`` for each ``live`` key (a value a later op reads) moves with it.
+
+    A value several keys share (an alias) is carried once. Returns the new points of ``apply`` and ``carry``.
+    """
+    keys, seen = [], set()
+    for k in live:
+        if id(env[k]) not in seen:
+            seen.add(id(env[k]))
+            keys.append(k)
+    new_apply, new_carry = layers.cut(act, apply, carry + [np.asarray(env[k].detach()) for k in keys])
+    moved: dict[int, Any] = {}
+    for k, pts in zip(keys, new_carry[len(carry):]):
+        moved.setdefault(id(env[k]), wrap(pts))
+    for k in live:
+        env[k] = moved[id(env[k])]
+    return new_apply, new_carry[:len(carry)]
+

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rbl_core.onnx.errors import ModelSourceError
 
-class UnsupportedOperationError(ValueError):
-    """Raised when a network contains an operation the verifier cannot encode."""
+
+class UnsupportedOperationError(ModelSourceError):
+    """Raised when a network contains an operation the verifier cannot encode (a user error: one line, exit 2)."""
 
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")

@@ -1,5 +1,8 @@
 """Convert a ``torch.nn.Module`` (Linear/Conv2d/ReLU/Sigmoid/Tanh/MaxPool/AvgPool/BatchNorm/skips) to the IR.
 
+An ONNX file is read by the suite's one reader (:mod:`rbl_core.onnx`) into a torch module whose steps
+:mod:`verify.step_import` walks on the same basis points; any other module is traced with ``torch.fx``.
+
 The module is traced with ``torch.fx``; each traced node is run on a batch of basis *points*
 (``0, e_1, ..., e_n`` of the last activation's output) in float64, so any chain of affine ops between
 two activations becomes one dense layer (BatchNorm in eval mode and input normalisation fold in).
@@ -13,11 +16,15 @@ from __future__ import annotations
 import copy
 import operator
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import fx, nn
 
-from .layer_cut import LayerBuilder, affine_of, max_reduce, pool_windows
+from rbl_core.onnx import OnnxGraph, load_onnx
+
+from .layer_cut import LayerBuilder, affine_of, cut_carrying, max_reduce, pool_windows
 from .network import Network, UnsupportedOperationError
 
 _AFFINE_MODULES = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.Flatten, nn.Identity, nn.Dropout, nn.BatchNorm1d,
@@ -62,18 +69,9 @@ class _PointInterpreter(fx.Interpreter):
     def _cut(self, act: str, apply: list[np.ndarray], carry: list[np.ndarray], dtype) -> tuple[list, list]:
         """One activation layer; input-dependent values later nodes still read are carried into the new basis."""
         done = set(self.user_to_last_uses.get(self.node, []))
-        live, seen = [], set()
-        for node, v in self.env.items():
-            if node not in done and isinstance(v, torch.Tensor) and id(v) in self.sym and id(v) not in seen:
-                seen.add(id(v))
-                live.append(node)
-        new_apply, new_carry = self.layers.cut(act, apply, carry + [self.env[n].detach().numpy() for n in live])
-        moved = {}
-        for node, pts in zip(live, new_carry[len(carry):]):
-            moved.setdefault(id(self.env[node]), self._tensor(pts, dtype))
-        for node in live:
-            self.env[node] = moved[id(self.env[node])]
-        return new_apply, new_carry[:len(carry)]
+        live = [node for node, v in self.env.items()
+                if node not in done and isinstance(v, torch.Tensor) and id(v) in self.sym]
+        return cut_carrying(self.layers, act, apply, carry, self.env, live, lambda pts: self._tensor(pts, dtype))
 
     def _act(self, name: str, x: torch.Tensor) -> torch.Tensor:
         if id(x) not in self.sym:
@@ -170,6 +168,10 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...], name: str | None 
     The inference-mode function is verified: a copy of the model is put in ``eval()`` mode
     (BatchNorm uses its running statistics); the model itself is left untouched.
     """
+    if isinstance(model, OnnxGraph):
+        from .step_import import graph_to_network
+
+        return graph_to_network(model)
     model = copy.deepcopy(model).eval()
     try:
         gm = fx.symbolic_trace(model)
@@ -207,3 +209,10 @@ def _check_equal(model: nn.Module, net: Network, input_shape: tuple[int, ...]) -
     if not err <= tol:
         raise UnsupportedOperationError(
             f"converted network differs from the torch module by {err:.3g}; the module has a non-affine op")
+
+
+def from_onnx(path: str | Path) -> Network:
+    """The ONNX file at ``path`` through the suite's one reader, as the dense float64 IR (or a named refusal)."""
+    from .step_import import graph_to_network
+
+    return graph_to_network(load_onnx(path))

@@ -96,6 +96,7 @@ class ModelConfig:
     weights: str | None = None         # torch: .safetensors, or a .pt/.pth state_dict (weights_only)
     input_size: Optional[List[int]] = None   # [C, H, W] the model expects; null = the data's own shape
     channel_order: str = ranged("RGB", choices=("RGB", "BGR"))
+    input_layout: str = ranged("nchw", choices=("nchw", "nhwc", "flat"))   # onnx: what the graph's input is
     mean: Optional[List[float]] = None        # per-channel normalisation folded into the model
     std: Optional[List[float]] = None
     description: str = ""

@@ -1,6 +1,7 @@
 """The result kinds of the methods in this suite; a new method registers its own kind the same way."""
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ CERT_STATUS = {"h": "holds", "v": "violated", "u": "unknown"}
 # Where an evaluated model came from (RobustBench's model info): shown on the leaderboard, and its identity
 # (recipe hash or file hash) keeps two checkpoints under one name apart.
 MODEL_INFO = typing.get_type_hints(ModelInfo)   # field -> type, the dataclass the harness fills in
+_MODEL_INFO_OPTIONAL = {f.name for f in dataclasses.fields(ModelInfo) if f.default is not dataclasses.MISSING}
 
 
 def check_model_info(kind: str, info: dict | None) -> None:
@@ -19,6 +21,8 @@ def check_model_info(kind: str, info: dict | None) -> None:
     if info is None:
         return
     for key, typ in MODEL_INFO.items():
+        if key in _MODEL_INFO_OPTIONAL and key not in info:
+            continue   # a row recorded before the field existed
         if not isinstance(info.get(key), typ) or isinstance(info.get(key), bool):
             raise RowSchemaError(f"{kind} row: metrics.model_info.{key} must be a {typ.__name__}, "
                                  f"got {info.get(key)!r}")

@@ -1,10 +1,9 @@
-"""Errors of the user-model sources: a file, class or checkpoint the suite cannot evaluate as given."""
+"""Errors of the user-model sources: a file, class or checkpoint the suite cannot evaluate as given.
+
+Both live in the core (:mod:`rbl_core.onnx.errors`), where the ONNX reader raises them; the harness re-exports them.
+"""
 from __future__ import annotations
 
+from rbl_core.onnx.errors import ModelSourceError, UnsupportedOnnxOp
 
-class ModelSourceError(ValueError):
-    """A user model that cannot be loaded or does not fit the data set; the message is one line."""
-
-
-class UnsupportedOnnxOp(ModelSourceError):
-    """An ONNX node whose op (or attribute value) the torch interpreter does not implement."""
+__all__ = ["ModelSourceError", "UnsupportedOnnxOp"]

@@ -18,7 +18,7 @@ from torch import nn
 from rbl_core.io import sha256_json
 from robustbench_local.sources.checkpoints import load_state_dict
 from robustbench_local.sources.errors import ModelSourceError
-from robustbench_local.sources.onnx_module import OnnxModule, load_onnx
+from robustbench_local.sources.onnx_source import check_graph_input, load_onnx_source
 from robustbench_local.sources.preprocessing import Preprocessed
 
 __all__ = ["ModelInfo", "LoadedModel", "load_user_model", "zoo_info", "USER_SOURCES"]
@@ -37,6 +37,7 @@ class ModelInfo:
     training: str        # "recipe <hash12>" for zoo models, "external" for the user's files
     description: str
     identity: str        # "sha256:<hex>": of the recipe, the ONNX file, or weights + target + kwargs
+    notes: str = ""      # what attacks should know, e.g. "the graph's final Softmax is removed: ..."
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain (JSON-ready) dict."""
@@ -84,13 +85,16 @@ def _require(cfg: Mapping[str, Any], key: str, source: str, what: str) -> str:
 
 # ---- the two sources --------------------------------------------------------------------------------
 
-def _load_onnx_source(cfg: Mapping[str, Any]) -> tuple[OnnxModule, ModelInfo]:
+def _load_onnx_source(cfg: Mapping[str, Any], input_shape: tuple[int, int, int]) -> tuple[nn.Module, ModelInfo]:
     path = Path(_require(cfg, "path", "onnx", "the .onnx file"))
-    module = load_onnx(path)
-    ops = ", ".join(sorted(set(module.op_types)))
-    info = ModelInfo(name=str(cfg.get("name")), source="onnx", architecture=f"onnx: {module.num_nodes} nodes ({ops})",
-                     parameters=module.num_weights, training="external", description=str(cfg.get("description") or ""),
-                     identity=f"sha256:{_sha256_file(path)}")
+    size = cfg.get("input_size")
+    chw = tuple(int(v) for v in size) if size is not None and len(size) == 3 else tuple(input_shape)
+    module, graph, notes = load_onnx_source(cfg, str(path), chw)
+    check_graph_input(graph, cfg, tuple(input_shape))
+    ops = ", ".join(sorted(set(graph.op_types)))
+    info = ModelInfo(name=str(cfg.get("name")), source="onnx", architecture=f"onnx: {graph.num_nodes} nodes ({ops})",
+                     parameters=graph.num_weights, training="external", description=str(cfg.get("description") or ""),
+                     identity=f"sha256:{_sha256_file(path)}", notes="; ".join(notes))
     return module, info
 
 
@@ -153,7 +157,7 @@ def _load_torch_source(cfg: Mapping[str, Any]) -> tuple[nn.Module, ModelInfo]:
 
 # ---- checks against the data set ---------------------------------------------------------------------
 
-def _check_against_data(module: nn.Module, net: nn.Module, cfg: Mapping[str, Any],
+def _check_against_data(module: nn.Module, cfg: Mapping[str, Any],
                         input_shape: tuple[int, int, int], num_classes: int) -> None:
     """Channels, image size and output width of ``module`` vs the data's ``input_shape`` / ``num_classes``."""
     name = cfg.get("name")
@@ -164,21 +168,6 @@ def _check_against_data(module: nn.Module, net: nn.Module, cfg: Mapping[str, Any
         if int(size[0]) != c:
             raise ModelSourceError(f"model {name!r} expects {_channels(int(size[0]))} (input_size {list(size)}) "
                                    f"but {data}")
-    if isinstance(net, OnnxModule):
-        graph = list(net.input_shape)
-        shown = [d if d is not None else "?" for d in graph]
-        if len(graph) != 4:
-            raise ModelSourceError(f"model {name!r}: the ONNX input {net.input_name!r} has shape {shown}, not NCHW "
-                                   f"(N, C, H, W) images; {data}")
-        if graph[1] is not None and graph[1] != c:
-            raise ModelSourceError(f"model {name!r}: the ONNX input {net.input_name!r} takes {_channels(graph[1])} "
-                                   f"(shape {shown}) but {data}")
-        model_hw = (int(size[1]), int(size[2])) if size is not None else (h, w)
-        fixed = [(d, m) for d, m in zip(graph[2:], model_hw) if d is not None]
-        if any(d != m for d, m in fixed):
-            where = f"input_size {list(size)}" if size is not None else data + " (set model.input_size to resize)"
-            raise ModelSourceError(f"model {name!r}: the ONNX input {net.input_name!r} takes {shown[2]}x{shown[3]} "
-                                   f"images (shape {shown}) but {where}")
     probe = torch.zeros(2, c, h, w)
     try:
         with torch.no_grad():
@@ -201,7 +190,7 @@ def load_user_model(model_cfg: Mapping[str, Any], input_shape: tuple[int, int, i
     """Load the ``model`` config's ONNX file or torch class + weights, preprocessing folded in, checked vs the data."""
     source = model_cfg.get("source")
     if source == "onnx":
-        net, info = _load_onnx_source(model_cfg)
+        net, info = _load_onnx_source(model_cfg, tuple(input_shape))
     elif source == "torch":
         net, info = _load_torch_source(model_cfg)
     else:
@@ -214,5 +203,5 @@ def load_user_model(model_cfg: Mapping[str, Any], input_shape: tuple[int, int, i
     module = Preprocessed(net, input_size=None if size is None else tuple(size)[1:],
                           channel_order=str(model_cfg.get("channel_order") or "RGB"),
                           mean=model_cfg.get("mean"), std=model_cfg.get("std"), channels=int(input_shape[0])).eval()
-    _check_against_data(module, net, model_cfg, tuple(input_shape), int(num_classes))
+    _check_against_data(module, model_cfg, tuple(input_shape), int(num_classes))
     return LoadedModel(module, info)

@@ -26,10 +26,9 @@ from robustbench_local.errors import ConfigError
 from robustbench_local.tasks.base import TaskContext
 from rbl_core.threat import ThreatModel
 from verify.network import Network
-from verify.onnx_import import load_onnx
 from verify.parallel import run_parallel
 from verify.spec import local_robustness
-from verify.torch_import import from_torch
+from verify.torch_import import from_onnx, from_torch
 from verify.verifier import verify
 
 
@@ -116,7 +115,7 @@ def _onnx_network(cfg: DictConfig) -> Network | None:
             or cfg.defense.wrapper is not None:
         raise ConfigError("task=certify verifies an ONNX file as it is: drop model.input_size/mean/std/"
                           "channel_order and the defense wrapper, or export the preprocessing into the ONNX graph")
-    return load_onnx(m.path)
+    return from_onnx(m.path)
 
 
 def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
