@@ -10,6 +10,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
+from attacks.caption.gan import GANConfig
+from attacks.fooling.gradient_ascent import GradientAscentConfig
+from attacks.fooling.map_elites import MapElitesConfig
+from attacks.unlearnable.evaluation import VictimConfig
 from robustbench_local.api import compose_config
 from robustbench_local.config_schema import TASKS, register_configs, validate
 from robustbench_local.errors import ConfigError
@@ -146,3 +150,16 @@ def test_rbl_rejects_bad_config_quickly_with_the_key_and_no_traceback(tmp_path: 
     assert proc.stderr.splitlines()[0] == first_line
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: GANConfig(steps=0), "GANConfig.steps must be >= 1, got 0"),
+    (lambda: MapElitesConfig(cross_rate=1.5), "MapElitesConfig.cross_rate must be in [0, 1], got 1.5"),
+    (lambda: GradientAscentConfig(objective="x"), "GradientAscentConfig.objective must be one of prob, logit, got 'x'"),
+    (lambda: VictimConfig(lr=0), "VictimConfig.lr must be > 0, got 0"),
+])
+def test_library_configs_check_the_ranges_their_fields_declare(make, message):
+    # The same Rule (rbl_core.config) the harness checks composed configs with, so the words match.
+    with pytest.raises(ValueError) as err:
+        make()
+    assert str(err.value) == message

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rbl_core.config import ranged
+from rbl_core.config import check_ranges, ranged
 from rbl_core.training import deterministic_training, make_optimizer
 
 
@@ -42,15 +42,7 @@ class GANConfig:
     width: int = ranged(32, ge=1)            # generator and discriminator channels
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GANConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "alpha", "bias_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"GANConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("adv_weight", "beta"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GANConfig.{name} must be >= 0, got {getattr(self, name)}")
+        check_ranges(self)
 
 
 class _Residual(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 
 from attacks.fooling.result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
 from attacks.base import AttackError
-from rbl_core.config import CONFIDENCE, ranged
+from rbl_core.config import CONFIDENCE, check_ranges, ranged
 
 
 @dataclass
@@ -53,18 +53,9 @@ class GradientAscentConfig(GradientAscentSettings):
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
     def __post_init__(self) -> None:
-        if self.objective not in ("prob", "logit"):
-            raise AttackError(f"objective must be 'prob' or 'logit', got {self.objective!r}")
-        if self.lr_policy not in ("progress", "constant"):
-            raise AttackError(f"lr_policy must be 'progress' or 'constant', got {self.lr_policy!r}")
-        if self.start not in ("uniform", "center_plus", "zeros"):
-            raise AttackError(f"start must be 'uniform', 'center_plus' or 'zeros', got {self.start!r}")
-        if not 0.0 <= self.decay < 1.0:
-            raise AttackError(f"decay must lie in [0, 1), got {self.decay}")
+        check_ranges(self, AttackError)
         if self.blur_radius and self.blur_radius < 0.3:
             raise AttackError(f"blur_radius must be 0 or >= 0.3 (reference limit), got {self.blur_radius}")
-        if self.steps < 1 or self.blur_every < 1:
-            raise AttackError(f"steps and blur_every must be >= 1, got {self.steps}, {self.blur_every}")
         if self.stop_confidence is not None and self.stop_confidence not in self.thresholds:
             self.thresholds = tuple(sorted(set(self.thresholds) | {self.stop_confidence}))
 

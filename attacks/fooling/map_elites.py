@@ -18,7 +18,7 @@ import torch
 
 from attacks.fooling.result import DEFAULT_THRESHOLDS, FoolingResult, ThresholdTracker
 from attacks.base import AttackError
-from rbl_core.config import CONFIDENCE, PROBABILITY, ranged
+from rbl_core.config import CONFIDENCE, PROBABILITY, check_ranges, ranged
 
 Oracle = Callable[[torch.Tensor], torch.Tensor]
 
@@ -91,10 +91,7 @@ class MapElitesConfig(MapElitesSettings):
     history_every: int = 1
 
     def __post_init__(self) -> None:
-        if self.init_size < 1 or self.batch_size < 2:
-            raise AttackError(f"init_size must be >= 1 and batch_size >= 2, got {self.init_size}, {self.batch_size}")
-        if not 0.0 <= self.cross_rate <= 1.0:
-            raise AttackError(f"cross_rate must lie in [0, 1], got {self.cross_rate}")
+        check_ranges(self, AttackError)
         if self.stop_confidence is not None and self.stop_confidence not in self.thresholds:
             self.thresholds = tuple(sorted(set(self.thresholds) | {self.stop_confidence}))
 

@@ -22,7 +22,7 @@ from attacks.fooling.result import FoolingResult
 from rbl_core.data import DataSplit
 from rbl_core.training import accuracy
 from attacks.base import AttackError
-from rbl_core.config import ranged
+from rbl_core.config import check_ranges, ranged
 
 BuildFn = Callable[[int], nn.Module]                   # num_classes -> untrained model
 TrainFn = Callable[[nn.Module, DataSplit, int], nn.Module]   # (model, data, seed) -> trained model
@@ -37,8 +37,7 @@ class RetrainingConfig:
     balance: bool = True                     # repeat fooling images up to the mean real-class size
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.runs_per_round < 1:
-            raise AttackError(f"rounds and runs_per_round must be >= 1, got {self.rounds}, {self.runs_per_round}")
+        check_ranges(self, AttackError)
 
 
 @dataclass

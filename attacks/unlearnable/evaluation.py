@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attacks.unlearnable.unlearnable import CudaConfig, poison_images
-from rbl_core.config import ranged
+from rbl_core.config import check_ranges, ranged
 from rbl_core.data import DataSplit
 from rbl_core.architectures import build
 from rbl_core.training import accuracy, train_classifier
@@ -56,9 +56,7 @@ class VictimConfig(VictimRecipe):
             raise ValueError(f"CUDA victim: adversarial must be one of {_ADVERSARIAL}, got {self.adversarial!r}")
         if self.adversarial is not None and not self.eps > 0:
             raise ValueError(f"CUDA victim: adversarial training ({self.adversarial}) needs eps > 0, got {self.eps}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"CUDA victim: epochs, batch_size and lr must be positive, got "
-                             f"{self.epochs}, {self.batch_size}, {self.lr}")
+        check_ranges(self)
 
     @property
     def training_label(self) -> str:

@@ -16,35 +16,6 @@ from robustbench_local.errors import ConfigError
 _FOREIGN_ROOT_KEYS = ("hydra",)
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
-def _describe(rule: Rule) -> str:
-    """The allowed range in words, e.g. ``>= 1``, ``in (0, 1]``, ``one of a, b``."""
-    if rule.choices is not None:
-        return "one of " + ", ".join(str(c) for c in rule.choices)
-    low = f"[{_num(rule.ge)}" if rule.ge is not None else f"({_num(rule.gt)}" if rule.gt is not None else None
-    high = f"{_num(rule.le)}]" if rule.le is not None else f"{_num(rule.lt)})" if rule.lt is not None else None
-    if low and high:
-        return f"in {low}, {high}"
-    if low:
-        return (">= " if low[0] == "[" else "> ") + low[1:]
-    if high:
-        return ("<= " if high[-1] == "]" else "< ") + high[:-1]
-    return "set"
-
-
-def _allows(rule: Rule, value: Any) -> bool:
-    """Whether one (non-null) value lies in the range."""
-    if rule.choices is not None:
-        return value in rule.choices
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return rule.ge is None and rule.gt is None and rule.le is None and rule.lt is None
-    return ((rule.ge is None or value >= rule.ge) and (rule.gt is None or value > rule.gt)
-            and (rule.le is None or value <= rule.le) and (rule.lt is None or value < rule.lt))
-
-
 def section(factory: Callable[[], Any]) -> Any:
     """A nested dataclass field defaulting to ``factory()`` (a dataclass, or a lambda with other defaults)."""
     return field(default_factory=factory)
@@ -78,8 +49,8 @@ def _check_value(value: Any, key: str, rule: Rule, nullable: bool) -> None:
         for name, item in items:
             _check_value(item, join(key, name), rule, False)
         return
-    if not _allows(rule, value):
-        raise fail(key, _describe(rule), value, nullable)
+    if not rule.allows(value):
+        raise fail(key, rule.describe(), value, nullable)
 
 
 def check_node(node: DictConfig, key: str = "") -> None:
