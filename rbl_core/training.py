@@ -49,8 +49,10 @@ def deterministic_training() -> Iterator[None]:
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(1)
     # Every op of the training loops (ERM, PGD-AT, augmentation, DVERGE distillation) has a
-    # deterministic CPU kernel, so the strict mode is on: a future op without one fails loudly.
-    torch.use_deterministic_algorithms(True)
+    # deterministic CPU kernel, so the strict mode is on: a future op without one fails loudly. Some CUDA
+    # kernels (adaptive pooling's backward) have no deterministic version; where CUDA exists they warn
+    # instead, and a GPU-trained model is the GPU's (its row records the device), not the recipe's.
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     onednn = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False   # not mkldnn.flags(): it also sets TF32 and warns on every use
     try:

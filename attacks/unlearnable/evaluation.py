@@ -130,20 +130,23 @@ class CudaEvalResult:
                 "cuda": asdict(self.cuda), "victim": asdict(self.victim)}
 
 
-def train_victim(train: DataSplit, victim: VictimConfig, progress: bool = False) -> nn.Module:
-    """Build ``victim.architecture`` from the zoo and train it on ``train`` (eval mode on return)."""
+def train_victim(train: DataSplit, victim: VictimConfig, progress: bool = False,
+                 device: torch.device | str = "cpu") -> nn.Module:
+    """Build ``victim.architecture`` from the zoo and train it on ``train`` on ``device`` (eval mode on return)."""
     torch.manual_seed(victim.seed)
-    model = build(victim.architecture, train.input_shape, train.num_classes)
+    # Built on the CPU (the seed draws the same initial weights everywhere), then moved.
+    model = build(victim.architecture, train.input_shape, train.num_classes).to(device)
     return train_classifier(model, train, epochs=victim.epochs, lr=victim.lr, batch_size=victim.batch_size,
                             seed=victim.seed, adversarial=victim.adversarial, eps=victim.eps, steps=victim.steps,
                             optimizer=victim.optimizer, schedule=victim.schedule,
                             weight_decay=victim.weight_decay, augment=victim.augment, progress=progress)
 
 
-def clean_baseline(train: DataSplit, test: DataSplit, victim: VictimConfig, progress: bool = False) -> CleanBaseline:
+def clean_baseline(train: DataSplit, test: DataSplit, victim: VictimConfig, progress: bool = False,
+                   device: torch.device | str = "cpu") -> CleanBaseline:
     """Train the victim on the clean training set and measure it."""
     start = time.perf_counter()
-    model = train_victim(train, victim, progress)
+    model = train_victim(train, victim, progress, device)
     return CleanBaseline(model, accuracy(model, train), accuracy(model, test), time.perf_counter() - start)
 
 
@@ -161,14 +164,14 @@ def _check_pair(train: DataSplit, test: DataSplit) -> None:
 
 def evaluate_cuda(train: DataSplit, test: DataSplit, cuda: CudaConfig, victim: VictimConfig,
                   baseline: CleanBaseline | None = None, oracle: bool = True,
-                  progress: bool = False) -> CudaEvalResult:
+                  progress: bool = False, device: torch.device | str = "cpu") -> CudaEvalResult:
     """Poison ``train`` with ``cuda``, train the victim on it, test on clean ``test`` vs the clean baseline."""
     _check_pair(train, test)
     if baseline is None:
-        baseline = clean_baseline(train, test, victim, progress)
+        baseline = clean_baseline(train, test, victim, progress, device)
     start = time.perf_counter()
     poisoned_train = poisoned_view(train, cuda)
-    model = train_victim(poisoned_train, victim, progress)
+    model = train_victim(poisoned_train, victim, progress, device)
     oracle_acc = None
     if oracle:
         # every test image blurred with its own class kernel (mix = 1): the shortcut the victim learned
@@ -184,16 +187,17 @@ def evaluate_cuda(train: DataSplit, test: DataSplit, cuda: CudaConfig, victim: V
 
 def sweep(train: DataSplit, test: DataSplit, cuda: CudaConfig, victims: list[VictimConfig],
           mixes: tuple[float, ...] = (1.0,), same_control: bool = True, oracle: bool = True,
-          progress: bool = False) -> Iterator[CudaEvalResult]:
+          progress: bool = False, device: torch.device | str = "cpu") -> Iterator[CudaEvalResult]:
     """The paper's grid: for each victim recipe one clean baseline, then CUDA at every mix and the
-    one-kernel control (at mix 1), each result yielded as soon as it is measured."""
+    one-kernel control (at mix 1), each result yielded as soon as it is measured; victims train on ``device``."""
     for victim in victims:
-        baseline = clean_baseline(train, test, victim, progress)
+        baseline = clean_baseline(train, test, victim, progress, device)
         configs = [replace(cuda, mix=float(m), same=False) for m in mixes]
         if same_control:
             configs.append(replace(cuda, mix=1.0, same=True))
         for cfg in configs:
-            result = evaluate_cuda(train, test, cfg, victim, baseline=baseline, oracle=oracle, progress=progress)
+            result = evaluate_cuda(train, test, cfg, victim, baseline=baseline, oracle=oracle, progress=progress,
+                                   device=device)
             result.extra["clean_baseline_time_s"] = baseline.time_s
             yield result
 

@@ -127,6 +127,7 @@ class CudaPoisonTask:
     """``task=unlearnable_poison``: CUDA unlearnable data, poison then train."""
 
     _target_: str = "robustbench_local.tasks.unlearnable_poison.run"
+    on_device: ClassVar[bool] = True
     n_train: int | None = ranged(None, ge=1)   # first n training images (null = the whole training split)
     cuda: CudaKernels = section(CudaKernels)
     mixes: List[float] = ranged([1.0], nonempty=True, **PROBABILITY)   # poisoned fractions of the training set

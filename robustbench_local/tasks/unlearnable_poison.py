@@ -79,7 +79,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
 
     results = []
     for result in sweep(train, test, cuda, victims, mixes=mixes, same_control=tcfg.controls, oracle=tcfg.controls,
-                        progress=cfg.progress):
+                        progress=cfg.progress, device=ctx.device):
         results.append(result)
         # Recorded as each run ends, so an interrupted grid keeps what it measured.
         yield to_row(result, ctx)
