@@ -97,6 +97,7 @@ def _run_rows(cfg: DictConfig, ctx: TaskContext | None, store: ResultsStore) -> 
     output_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
     sink = RowSink(store, cfg.results.spool)
     ctx = ctx or TaskContext.from_config(cfg, output_dir)
+    ctx.store = store   # the tasks that read rows (leaderboard, sweep status, import) use the run's store
     for row in get_method(target)(cfg, ctx) or []:
         sink.record(row)
         print(_summary(row))

@@ -17,7 +17,7 @@ from robustbench_local.data_user import USER_DATASETS, data_identity
 from rbl_core.device import describe_device
 from rbl_core.threat import ThreatModel
 from robustbench_local.errors import ConfigError
-from robustbench_local.results import ResultRow
+from robustbench_local.results import ResultRow, ResultsStore
 from robustbench_local.sources.models import LoadedModel, ModelInfo, load_user_model, zoo_info
 from robustbench_local.zoo import get_recipe, load_model
 
@@ -42,6 +42,7 @@ class TaskContext:
     seed: int
     batch_size: int
     loaded: LoadedModel | None = field(default=None, repr=False)   # the bare model once loaded (or given)
+    store: ResultsStore | None = field(default=None, repr=False)   # the run's open store (set by api.run_task)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, output_dir: Path) -> "TaskContext":

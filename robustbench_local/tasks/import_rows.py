@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from robustbench_local.errors import ConfigError
-from robustbench_local.results import ResultRow, ResultsStore
+from robustbench_local.results import ResultRow
 from robustbench_local.results.spool import import_spool
 from robustbench_local.tasks.base import TaskContext
 
@@ -16,7 +16,6 @@ def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     path = Path(str(cfg.task.path or cfg.results.spool)).expanduser()
     if cfg.task.path and not path.exists():
         raise ConfigError(f"task.path: spool file not found: {path}")
-    with ResultsStore(cfg.results.url) as store:
-        count = import_spool(store, path)
+    count = import_spool(ctx.store, path)
     print(f"imported {count} row(s) from {path} into {cfg.results.url}")
     return []

@@ -38,9 +38,8 @@ def render(store: ResultsStore, dataset: str | None, threat_model: str | None, s
 def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     """Leaderboard of ``task.kind`` filtered by ``task.dataset`` / ``task.threat_model`` (null = all)."""
     t = cfg.task
-    with ResultsStore(cfg.results.url) as store:
-        if t.kind == "caption":
-            print(caption_markdown(build_caption_entries(store, dataset=t.dataset)))
-        else:
-            render(store, t.dataset, t.threat_model, sort_by=t.sort_by, csv=t.csv, html=t.html, json_dir=t.json_dir)
+    if t.kind == "caption":
+        print(caption_markdown(build_caption_entries(ctx.store, dataset=t.dataset)))
+    else:
+        render(ctx.store, t.dataset, t.threat_model, sort_by=t.sort_by, csv=t.csv, html=t.html, json_dir=t.json_dir)
     return []

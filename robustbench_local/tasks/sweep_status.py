@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from robustbench_local.results import ResultRow, ResultsStore
+from robustbench_local.results import ResultRow
 from robustbench_local.results.jobs import job_report
 from robustbench_local.tasks.base import TaskContext
 
@@ -25,6 +25,5 @@ def format_report(jobs: list[dict]) -> str:
 
 def run(cfg: DictConfig, ctx: TaskContext) -> list[ResultRow]:
     """Print the sweep jobs recorded in ``results.url`` (``task.status`` filters: ok, failed or running)."""
-    with ResultsStore(cfg.results.url) as store:
-        print(format_report(job_report(store, cfg.task.status)))
+    print(format_report(job_report(ctx.store, cfg.task.status)))
     return []
