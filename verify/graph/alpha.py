@@ -18,15 +18,6 @@ from .ir import Graph
 from .propagate import sweep
 
 
-def ancestors(graph: Graph, k: int) -> set[int]:
-    """Indices of every node node k depends on (k included)."""
-    seen = {k}
-    for i in range(k, -1, -1):
-        if i in seen:
-            seen.update(graph.nodes[i].inputs)
-    return seen
-
-
 def _init(st: BoundState, r: int, lead: tuple[int, ...]) -> torch.Tensor:
     """CROWN's slopes of ReLU r broadcast to ``(B, *lead, *shape)``, as a leaf to optimise."""
     al = st.relax[r].lower_slope
@@ -45,12 +36,12 @@ def alpha_crown(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tenso
     """
     out = len(graph.nodes) - 1
     relus = [i for i, n in enumerate(graph.nodes) if n.op == "relu"]
-    spec = {r: _init(base, r, (A.shape[1],)) for r in relus if r in ancestors(graph, out)}
+    spec = {r: _init(base, r, (A.shape[1],)) for r in relus if r in graph.ancestors(out)}
     inter: dict[int, dict[int, torch.Tensor]] = {}
     if intermediate_alpha:
         for k, idx in index.items():
             if idx.shape[1]:
-                inter[k] = {r: _init(base, r, (2, idx.shape[1])) for r in relus if r in ancestors(graph, k)}
+                inter[k] = {r: _init(base, r, (2, idx.shape[1])) for r in relus if r in graph.ancestors(k)}
     params = list(spec.values()) + [a for d in inter.values() for a in d.values()]
     if not params:
         return crown, base

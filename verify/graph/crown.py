@@ -77,13 +77,16 @@ class BoundState:
 
 
 def backsubstitute(st: BoundState, start: int, A: torch.Tensor, alphas: dict[int, torch.Tensor] | None = None,
-                   stop: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A lower bound ``sum(A * node_start) >= sum(A_stop * node_stop) + c`` valid over the boxes.
+                   stop: int = 0, unit: bool = False) -> tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """A lower bound ``sum(A * node_start) >= sum_j sum(A_j * node_j) + c`` over nodes ``j <= stop``.
 
     ``A``: (B, S, *shape of start). ``alphas``: lower slopes (B, S or 1, *shape) per ReLU node
-    index, overriding CROWN's choice on unstable neurons. ``stop``: the node to stop at (the
-    input, or the start node's input for a one-step bound). Returns (A_stop, c, allowance),
-    c and allowance in float64 (B, S).
+    index, overriding CROWN's choice on unstable neurons. ``stop``: nodes up to this index are
+    not substituted (0: down to the input; higher: a cheaper bound concretised on the
+    intervals of the nodes reached, see :func:`concretize_pending`). ``unit``: every row of ``A`` has one
+    non-zero entry, +-1, so the start node's step is exact (sums of one term and zeros; products
+    by +-1) and needs no allowance. Returns ({j: A_j}, c, allowance), c and allowance in
+    float64 (B, S).
     """
     nodes = st.graph.nodes
     B, S = A.shape[:2]
@@ -110,7 +113,7 @@ def backsubstitute(st: BoundState, start: int, A: torch.Tensor, alphas: dict[int
             ins = [A, A]
         else:
             a_in, const, e = transpose(node, A, nodes[j0].shape, st.mag(i) if node.op != "reshape" else None)
-            ins, c, err = [a_in], c + const, err + e
+            ins, c, err = [a_in], c + const, err + (0.0 if unit and i == start else e)
         for j, a in zip(node.inputs, ins):
             if j in pending:  # a node read twice: the sum adds one rounding per coefficient
                 prev = pending[j]
@@ -118,8 +121,7 @@ def backsubstitute(st: BoundState, start: int, A: torch.Tensor, alphas: dict[int
                 pending[j] = prev + a
             else:
                 pending[j] = a
-    A_stop = pending.pop(stop)
-    return A_stop, c, err
+    return pending, c, err
 
 
 def concretize(A: torch.Tensor, c: torch.Tensor, err: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
@@ -132,16 +134,26 @@ def concretize(A: torch.Tensor, c: torch.Tensor, err: torch.Tensor, lo: torch.Te
     return val - err - gamma(A64.shape[-1], F64) * mag
 
 
+def concretize_pending(st: BoundState, pending: dict[int, torch.Tensor], c: torch.Tensor, err: torch.Tensor
+                       ) -> torch.Tensor:
+    """:func:`concretize` of ``sum_j A_j . node_j + c`` with each node on its own interval."""
+    zero = torch.zeros_like(c)
+    total = c - err
+    for j, A in pending.items():
+        total = total + concretize(A, zero, zero, st.lower[j], st.upper[j])
+    return total
+
+
 def to_lower(v64: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A float64 lower bound in ``dtype``, rounded down (the cast rounds to nearest)."""
     v = v64.to(dtype)
     return widen(v, v, 0.0)[0] if dtype != F64 else v
 
 
-def crown_rows(st: BoundState, start: int, A: torch.Tensor, alphas: dict | None = None) -> torch.Tensor:
+def crown_rows(st: BoundState, start: int, A: torch.Tensor, alphas: dict | None = None, unit: bool = False,
+               stop: int = 0) -> torch.Tensor:
     """Lower bounds (B, S) in the state's dtype of ``sum(A * node_start)`` over the input boxes."""
-    A_in, c, err = backsubstitute(st, start, A, alphas)
-    return to_lower(concretize(A_in, c, err, st.lower[0], st.upper[0]), A.dtype)
+    return to_lower(concretize_pending(st, *backsubstitute(st, start, A, alphas, stop, unit)), A.dtype)
 
 
 def one_step_rows(st: BoundState, start: int, A: torch.Tensor) -> torch.Tensor | None:
@@ -149,9 +161,7 @@ def one_step_rows(st: BoundState, start: int, A: torch.Tensor) -> torch.Tensor |
     node = st.graph.nodes[start]
     if node.op in ("relu", "add", "input"):
         return None
-    j = node.inputs[0]
-    A_j, c, err = backsubstitute(st, start, A, stop=j)
-    return to_lower(concretize(A_j, c, err, st.lower[j], st.upper[j]), A.dtype)
+    return crown_rows(st, start, A, stop=start - 1)
 
 
 def unit_rows(idx: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -179,9 +189,11 @@ def all_index(lo: torch.Tensor) -> torch.Tensor:
     return torch.arange(n, device=lo.device).expand(lo.shape[0], n)
 
 
-def tighten_node(st: BoundState, k: int, idx: torch.Tensor, chunk: int, alphas_of=None) -> tuple[torch.Tensor, torch.Tensor]:
+def tighten_node(st: BoundState, k: int, idx: torch.Tensor, chunk: int, alphas_of=None, stop: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CROWN bounds of node k's neurons ``idx`` (B, K), ``chunk`` rows per back-substitution.
 
+    ``stop``: substitute only down to that node (:func:`backsubstitute`), a cheaper bound.
     ``alphas_of(rows)``: optional, the alphas dict for the rows ``rows`` (a slice of 0..K-1).
     Returns the interval of node k intersected with the new bounds (not yet recorded).
     """
@@ -192,7 +204,8 @@ def tighten_node(st: BoundState, k: int, idx: torch.Tensor, chunk: int, alphas_o
     for s in range(0, K, step):
         sel = idx[:, s:s + step]
         A = unit_rows(sel, shape, lo.dtype)
-        v = crown_rows(st, k, A, None if alphas_of is None else alphas_of(slice(s, s + sel.shape[1])))
+        v = crown_rows(st, k, A, None if alphas_of is None else alphas_of(slice(s, s + sel.shape[1])), unit=True,
+                       stop=stop)
         n = sel.shape[1]
         lo = lo.scatter(1, sel, torch.maximum(lo.gather(1, sel), v[:, :n]))
         up = up.scatter(1, sel, torch.minimum(up.gather(1, sel), -v[:, n:]))

@@ -75,6 +75,14 @@ class Graph:
         """Indices of the nodes that feed a ReLU (their bounds set the relaxations)."""
         return sorted({n.inputs[0] for n in self.nodes if n.op == "relu"})
 
+    def ancestors(self, k: int) -> set[int]:
+        """Indices of every node node k depends on, k included."""
+        seen = {k}
+        for i in range(k, -1, -1):
+            if i in seen:
+                seen.update(self.nodes[i].inputs)
+        return seen
+
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Graph":
         """A copy with every tensor param on ``device`` in ``dtype``."""
         def conv(v):

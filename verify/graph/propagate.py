@@ -27,6 +27,22 @@ def needs_crown(graph: Graph) -> set[int]:
     return {k for k in graph.relu_inputs() if depth[k] > 1}
 
 
+def screen_stops(graph: Graph) -> dict[int, int]:
+    """Per ReLU input k, where its cheap screening pass stops: the second-nearest ReLU upstream.
+
+    Substituting back through one ReLU only and concretising at its input equals IBP; through
+    a ReLU, the linear op before it, and concretising at the ReLU before that, it is tighter.
+    Absent when k has fewer than two ReLUs upstream (then the full pass is as cheap).
+    """
+    out = {}
+    for k in graph.relu_inputs():
+        anc = graph.ancestors(k)
+        ups = sorted(i for i in anc if graph.nodes[i].op == "relu")
+        if len(ups) >= 2:
+            out[k] = ups[-2]
+    return out
+
+
 def sweep(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intermediate: str = "crown", chunk: int = 1024,
           ref: BoundState | None = None, index: dict[int, torch.Tensor] | None = None,
           alphas_of: Callable[[int, slice], dict] | None = None, tighten: str = "unstable") -> BoundState:
@@ -45,6 +61,7 @@ def sweep(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intermediate: str = 
         raise ValueError(f"intermediate must be one of {INTERMEDIATE}, got {intermediate!r}")
     st = BoundState(graph)
     st.set(0, lo, hi)
+    screen = screen_stops(graph)
     todo = needs_crown(graph) if intermediate == "crown" else set()
     for i, node in enumerate(graph.nodes[1:], 1):
         st.ibp(i)
@@ -54,6 +71,12 @@ def sweep(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, intermediate: str = 
             if index is not None and i in index:
                 idx = index[i]
             else:
+                if tighten == "unstable" and screen.get(i):
+                    # a cheap pass first (substituted back through one ReLU layer only): every
+                    # neuron it proves stable is spared the full back-substitution to the input
+                    idx = unstable_index(st.lower[i], st.upper[i])
+                    if idx.shape[1]:
+                        st.set(i, *tighten_node(st, i, idx, chunk, stop=screen[i]))
                 idx = unstable_index(st.lower[i], st.upper[i]) if tighten == "unstable" else \
                     all_index(st.lower[i])
                 if index is not None:
