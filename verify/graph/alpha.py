@@ -28,11 +28,13 @@ def _init(st: BoundState, r: int, lead: tuple[int, ...]) -> torch.Tensor:
 
 def alpha_crown(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tensor, base: BoundState,
                 index: dict[int, torch.Tensor], crown: torch.Tensor, iters: int = 20, lr: float = 0.1,
-                chunk: int = 1024, intermediate_alpha: bool = True) -> tuple[torch.Tensor, BoundState]:
+                chunk: int = 1024, intermediate_alpha: bool = True, stop_above: float | torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, BoundState]:
     """Lower bounds (B, S) of the rows ``A`` (B, S, *output_shape), at least ``crown`` (CROWN's bounds).
 
     ``base``/``index``: the CROWN state and the neurons it tightened per ReLU input node.
-    Returns the bounds and a state whose intervals are the tightest found.
+    ``stop_above``: stop once every row's bound exceeds it. Returns the bounds and a state
+    whose intervals are the tightest found.
     """
     out = len(graph.nodes) - 1
     relus = [i for i, n in enumerate(graph.nodes) if n.op == "relu"]
@@ -60,11 +62,18 @@ def alpha_crown(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tenso
             ref = BoundState(graph, {i: v.detach() for i, v in st.lower.items()},
                              {i: v.detach() for i, v in st.upper.items()},
                              {i: r for i, r in base.relax.items()})
-        opt.zero_grad()
-        (-val.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for p in params:
-                p.clamp_(0.0, 1.0)
+        if stop_above is not None and bool((best > stop_above).all()):
+            break
+        _ascend(opt, val, params)
     ref.relax = sweep(graph, lo, hi, "ibp", chunk, ref=ref).relax  # relaxations of the tightest intervals
     return best, ref
+
+
+def _ascend(opt: torch.optim.Optimizer, val: torch.Tensor, slopes: list[torch.Tensor]) -> None:
+    """One Adam step up the summed bound, then the slopes projected back onto [0, 1]."""
+    opt.zero_grad()
+    (-val.sum()).backward()
+    opt.step()
+    with torch.no_grad():
+        for a in slopes:
+            a.clamp_(0.0, 1.0)

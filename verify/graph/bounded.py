@@ -85,7 +85,7 @@ class BoundedGraph:
     def compute_bounds(self, box: InputBox, C: torch.Tensor | None = None, method: str = "crown",
                        intermediate: str = "crown", bound_upper: bool = True, chunk: int = 1024,
                        iters: int = 20, lr: float = 0.1, intermediate_alpha: bool = True,
-                       tighten: str = "unstable") -> GraphBounds:
+                       tighten: str = "unstable", stop_above: float | torch.Tensor | None = None) -> GraphBounds:
         """Sound lower (and upper) bounds of each row of ``C f(x)`` over each box.
 
         ``C``: (m, n_out) or (B, m, n_out) on the flattened output; None: the outputs themselves.
@@ -93,7 +93,8 @@ class BoundedGraph:
         ``intermediate``: how ReLU inputs are bounded ("crown" or the cheaper "ibp");
         ``chunk``: rows per back-substitution (memory); ``intermediate_alpha``: optimise the
         slopes of intermediate bounds too (alpha-CROWN only); ``tighten``: which neurons of a
-        ReLU input CROWN bounds, "unstable" (after IBP) or "all" (tighter later intervals, slower).
+        ReLU input CROWN bounds, "unstable" (after IBP) or "all" (tighter later intervals, slower);
+        ``stop_above``: alpha-CROWN stops once every lower bound exceeds it (a proof needs no more).
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -126,7 +127,7 @@ class BoundedGraph:
             if method == "alpha-crown":
                 with torch.enable_grad():
                     low, st = alpha_crown(self.graph, lo, hi, A, st, index, low, iters, lr, chunk,
-                                          intermediate_alpha)
+                                          intermediate_alpha, stop_above)
         return GraphBounds(low[:, :m], -low[:, m:] if bound_upper else None, st)
 
 
