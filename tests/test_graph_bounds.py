@@ -255,3 +255,11 @@ def test_verify_graph_holds_only_when_exact_search_agrees_and_finds_violations(t
     late = verify_graph(trained_cnn, local_robustness(x[1503].numpy().ravel(), int(pred[3]), 0.05, 10), (1, 8, 8),
                         timeout=0.0)
     assert late.status in ("unknown", "violated") and (late.status == "violated" or "timeout" in late.reason)
+
+
+def test_float64_boxes_and_rows_are_rounded_outward(trained_cnn, digits):
+    x = digits[0][1500:1502].double() + 1e-9   # endpoints no float32 can hold
+    box = InputBox.linf(x, 0.3 / 7, (0.0, 1.0))
+    C = torch.randn(6, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64) / 3
+    b = BoundedGraph(trained_cnn, (1, 8, 8), torch.float32).compute_bounds(box, C)
+    _samples_inside(trained_cnn, box, b, C=C)

@@ -15,7 +15,7 @@ from .alpha import alpha_crown
 from .crown import BoundState, concretize, crown_rows, one_step_rows, to_lower
 from .ir import Graph
 from .propagate import sweep
-from .rounding import exact_matmul
+from .rounding import cast_rows, exact_matmul, outward_cast
 from .trace import from_module
 
 METHODS = ("ibp", "crown", "alpha-crown")
@@ -98,8 +98,7 @@ class BoundedGraph:
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        lo = box.lo.to(self.device, self.dtype)
-        hi = box.hi.to(self.device, self.dtype)
+        lo, hi = outward_cast(box.lo.to(self.device), box.hi.to(self.device), self.dtype)
         if tuple(lo.shape[1:]) != self.graph.input_shape:
             raise ValueError(f"box has shape {tuple(lo.shape[1:])}, the graph takes {self.graph.input_shape}")
         B = lo.shape[0]
@@ -107,11 +106,11 @@ class BoundedGraph:
         n_out = 1
         for s in out_shape:
             n_out *= s
-        C = torch.eye(n_out) if C is None else C
-        C = C.to(self.device, self.dtype)
+        C = torch.eye(n_out, dtype=self.dtype) if C is None else C
+        C = C.to(self.device)
         C = C.expand(B, -1, -1) if C.dim() == 2 else C
         m = C.shape[1]
-        A = torch.cat([C, -C], 1) if bound_upper else C
+        A, dA = cast_rows(torch.cat([C, -C], 1) if bound_upper else C, self.dtype)
         A = A.reshape((B, A.shape[1]) + tuple(out_shape))
         out = len(self.graph.nodes) - 1
         with exact_matmul():
@@ -128,6 +127,9 @@ class BoundedGraph:
                 with torch.enable_grad():
                     low, st = alpha_crown(self.graph, lo, hi, A, st, index, low, iters, lr, chunk,
                                           intermediate_alpha, stop_above)
+        if dA is not None:  # rows rounded to the dtype: C y = C_cast y + (C - C_cast) y, the last bounded by |y|
+            fix = (dA.abs() @ st.xmax(out).flatten(1).to(torch.float64).unsqueeze(-1)).squeeze(-1)
+            low = to_lower(low.to(torch.float64) - fix, self.dtype)
         return GraphBounds(low[:, :m], -low[:, m:] if bound_upper else None, st)
 
 

@@ -6,6 +6,10 @@ length ``n`` evaluated in floating point in *any* summation order, fused or not:
 ``u`` the unit roundoff (Higham, Accuracy and Stability of Numerical Algorithms, 3.1).
 Callers bound ``|a| . |b|`` from above with magnitudes they already have and move each
 bound outward by the allowance, so the bound of the real-valued network survives rounding.
+``gamma`` counts two terms more than the sum has: they cover the rounding of float64 weights
+and biases to the working dtype (``|dW| <= u |W|`` adds ``u |W| |x|``, like one more term).
+Input boxes and specification rows given in a wider dtype are rounded outward
+(:func:`outward_cast`) or corrected (:func:`cast_rows`).
 TF32 would break ``u``; :func:`exact_matmul` turns it off while bounds are computed.
 """
 from __future__ import annotations
@@ -44,6 +48,24 @@ def center_radius(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, tor
     mid = (lo + hi) / 2
     rad = (hi - lo) / 2
     return mid, rad + SAFETY * 2 * unit_roundoff(lo.dtype) * (mid.abs() + rad) + torch.finfo(lo.dtype).tiny
+
+
+def outward_cast(lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The box ``[lo, hi]`` in ``dtype``, containing the original (a cast rounds to nearest: step outward)."""
+    lo_c, hi_c = lo.to(dtype), hi.to(dtype)
+    if torch.finfo(dtype).eps <= torch.finfo(lo.dtype).eps:
+        return lo_c, hi_c
+    wide = lo.dtype
+    lo_c = torch.where(lo_c.to(wide) > lo, torch.nextafter(lo_c, torch.full_like(lo_c, -torch.inf)), lo_c)
+    hi_c = torch.where(hi_c.to(wide) < hi, torch.nextafter(hi_c, torch.full_like(hi_c, torch.inf)), hi_c)
+    return lo_c, hi_c
+
+
+def cast_rows(A: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows ``A`` in ``dtype`` and the float64 cast error ``A - A_cast`` (None when exact)."""
+    A_c = A.to(dtype)
+    delta = A.to(torch.float64) - A_c.to(torch.float64)
+    return A_c, (delta if bool((delta != 0).any()) else None)
 
 
 @contextlib.contextmanager

@@ -63,7 +63,7 @@ def verify_graph(module: nn.Module, prop: Property, input_shape: tuple[int, ...]
         d = torch.as_tensor(np.concatenate([dd for _, dd in term.groups]), dtype=torch.float64)
         lo = torch.as_tensor(term.lo, dtype=torch.float64).reshape((1,) + tuple(input_shape))
         hi = torch.as_tensor(term.hi, dtype=torch.float64).reshape((1,) + tuple(input_shape))
-        box = _outward_box(lo, hi)
+        box = InputBox(lo, hi)  # float64: compute_bounds rounds it outward to float32
         for method in ("crown", "alpha-crown"):
             if time.monotonic() > deadline:
                 return done(UNKNOWN, reason="timeout: bounds did not prove the property in time", engine=engine)
@@ -79,11 +79,3 @@ def verify_graph(module: nn.Module, prop: Property, input_shape: tuple[int, ...]
         else:
             return done(UNKNOWN, reason="alpha-CROWN bounds do not decide the property", engine=engine)
     return done(HOLDS, engine=engine)
-
-
-def _outward_box(lo: torch.Tensor, hi: torch.Tensor) -> InputBox:
-    """The float64 box as a float32 box containing it (casts round to nearest, so step outward)."""
-    lo32, hi32 = lo.float(), hi.float()
-    lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.full_like(lo32, -torch.inf)), lo32)
-    hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.full_like(hi32, torch.inf)), hi32)
-    return InputBox(lo32, hi32)
