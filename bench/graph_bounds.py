@@ -40,6 +40,13 @@ def _timed(f):
     return out, time.perf_counter() - t0
 
 
+def _synced(out, dev: str):
+    """``out`` once the device has finished (CUDA runs asynchronously)."""
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    return out
+
+
 def dense_vs_graph(boxes: int, eps: float) -> None:
     """Part 1: same boxes, both CROWNs, per model and dtype."""
     data = load_dataset("digits", "test", n=boxes)
@@ -78,7 +85,8 @@ class Block(nn.Module):
         self.short = nn.Sequential() if stride == 1 and cin == cout else \
             nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(branch(x) + shortcut(x))."""
         return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.short(x))
 
 
@@ -107,9 +115,7 @@ def cifar(boxes: int, eps: float, chunk: int) -> None:
             torch.cuda.reset_peak_memory_stats()
         for i in range(boxes):
             box = InputBox.linf(x[i:i + 1].to(dev), eps, (0.0, 1.0))
-            b, t = _timed(lambda: bg.compute_bounds(box, chunk=chunk))
-            if dev == "cuda":
-                torch.cuda.synchronize()
+            b, t = _timed(lambda: _synced(bg.compute_bounds(box, chunk=chunk), dev))
             times.append(t)
             st = b.state
             unstable.append(sum(int(((st.lower[k] < 0) & (st.upper[k] > 0)).sum()) for k in bg.graph.relu_inputs()))

@@ -187,6 +187,9 @@ def test_alpha_crown_is_at_least_as_tight_and_still_sound(trained_cnn, digits):
         assert bool((alpha.lower >= crown.lower).all()) and bool((alpha.upper <= crown.upper).all())
         assert float((alpha.upper - alpha.lower).sum()) < float((crown.upper - crown.lower).sum())
         _samples_inside(model, box, alpha)
+        for k in bg.graph.relu_inputs():  # intermediate intervals only ever tighten
+            assert bool((alpha.state.lower[k] >= crown.state.lower[k]).all())
+            assert bool((alpha.state.upper[k] <= crown.state.upper[k]).all())
 
 
 def test_chunks_and_batches_do_not_change_the_bounds(digits):

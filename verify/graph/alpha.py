@@ -49,6 +49,7 @@ def alpha_crown(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tenso
         return crown, base
 
     def alphas_of(k: int, rows: slice) -> dict:
+        """The intermediate slopes of node k's tightened rows ``rows``."""
         return {r: a[:, :, rows].flatten(1, 2) for r, a in inter.get(k, {}).items()}
 
     opt = make_optimizer(params, lr=lr)

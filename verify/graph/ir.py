@@ -85,7 +85,8 @@ class Graph:
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Graph":
         """A copy with every tensor param on ``device`` in ``dtype``."""
-        def conv(v):
+        def conv(v: object) -> object:
+            """Tensors moved and cast; other params (strides, groups) kept."""
             return v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor) else v
         return Graph([Node(n.op, n.inputs, n.shape, {k: conv(v) for k, v in n.params.items()}, n.name)
                       for n in self.nodes], self.name)

@@ -58,6 +58,7 @@ class _Builder:
         self.first_input = sample
 
     def add(self, op: str, inputs: list[_Sym], out: torch.Tensor, name: str, **params) -> _Sym:
+        """Append a node computing ``out`` (the sample's value) from ``inputs``."""
         if out.dim() == 0 or out.shape[0] != self.first_input.shape[0]:
             raise UnsupportedGraphOpError(f"'{name}'", "changes the batch dimension")
         self.nodes.append(Node(op, tuple(s.index for s in inputs), tuple(out.shape[1:]), params, name))
@@ -73,7 +74,8 @@ class _Builder:
         except RuntimeError:
             raise UnsupportedGraphOpError(f"'{name}'", "broadcasts the input to a larger shape") from None
 
-    def binary(self, kind: str, a, b, name: str):
+    def binary(self, kind: str, a, b, name: str) -> object:
+        """add/sub/mul/div: of two nodes (add, sub only), of a node and a constant (affine), or of constants."""
         sa, sb = isinstance(a, _Sym), isinstance(b, _Sym)
         va = a.sample if sa else a
         vb = b.sample if sb else b
@@ -107,6 +109,7 @@ class _Builder:
         return self.add("affine", [sym], out, name, scale=scale, shift=shift)
 
     def reshape(self, sym: _Sym, out: torch.Tensor, name: str) -> _Sym:
+        """A per-sample reshape to ``out``'s shape (refused if it mixes the batch)."""
         if out.dim() == 0 or out.shape[0] != sym.sample.shape[0]:
             raise UnsupportedGraphOpError(f"reshape '{name}'", "mixes the batch dimension")
         if tuple(out.shape) == tuple(sym.sample.shape):
@@ -114,6 +117,7 @@ class _Builder:
         return self.add("reshape", [sym], out, name)
 
     def module(self, target: str, mod: nn.Module, args: list) -> object:
+        """A leaf module call: one of the supported module types, else refused by name."""
         x = args[0]
         if not isinstance(x, _Sym):
             raise UnsupportedGraphOpError(f"torch module '{target}' ({type(mod).__name__})",
@@ -149,7 +153,9 @@ class _Builder:
             return self.adaptive_pool(x, out, target, mod.output_size)
         raise UnsupportedGraphOpError(f"torch module '{target}' of type {type(mod).__name__}")
 
-    def conv(self, x: _Sym, out, name, weight, bias, stride, padding, dilation, groups, padding_mode="zeros"):
+    def conv(self, x: _Sym, out: torch.Tensor, name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride,
+             padding, dilation, groups: int, padding_mode: str = "zeros") -> _Sym:
+        """A conv2d node (string paddings resolved to symmetric integers)."""
         if padding_mode != "zeros":
             raise UnsupportedGraphOpError(f"conv2d '{name}' with padding_mode={padding_mode!r}")
         pair = nn.modules.utils._pair
@@ -165,8 +171,9 @@ class _Builder:
                         bias=_bias(bias, weight.shape[0], weight), stride=pair(stride), padding=pair(padding),
                         dilation=dil, groups=int(groups))
 
-    def avg_pool(self, x: _Sym, out, name, kernel, stride, padding, ceil_mode=False, count_include_pad=True,
-                 divisor_override=None):
+    def avg_pool(self, x: _Sym, out: torch.Tensor, name: str, kernel, stride, padding, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None) -> _Sym:
+        """Average pooling as a depthwise conv2d with constant weights."""
         pair = nn.modules.utils._pair
         kernel, padding = pair(kernel), pair(padding)
         stride = pair(stride) if stride not in (None, ()) else kernel
@@ -178,14 +185,16 @@ class _Builder:
         return self.add("conv2d", [x], out, name, weight=w, bias=torch.zeros(c, dtype=out.dtype, device=out.device),
                         stride=stride, padding=padding, dilation=(1, 1), groups=c)
 
-    def adaptive_pool(self, x: _Sym, out, name, output_size):
+    def adaptive_pool(self, x: _Sym, out: torch.Tensor, name: str, output_size) -> _Sym:
+        """Adaptive average pooling to a size dividing the input: a plain average pooling."""
         h, w = x.sample.shape[2:]
         oh, ow = out.shape[2:]
         if h % oh or w % ow:
             raise UnsupportedGraphOpError(f"adaptive_avg_pool2d '{name}'", "to a size that does not divide the input")
         return self.avg_pool(x, out, name, (h // oh, w // ow), (h // oh, w // ow), 0)
 
-    def function(self, target, args: list, kwargs: dict, name: str):
+    def function(self, target, args: list, kwargs: dict, name: str) -> object:
+        """A torch function call: supported ones become nodes or constants, others are refused by name."""
         syms = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, _Sym)]
         if target in _BINARY:
             if kwargs:
@@ -223,7 +232,8 @@ class _Builder:
             return self.adaptive_pool(x, out, name, _arg(args, kwargs, 1, "output_size"))
         raise UnsupportedGraphOpError(f"torch function '{_fn_name(target)}'")
 
-    def method(self, target: str, args: list, kwargs: dict, name: str):
+    def method(self, target: str, args: list, kwargs: dict, name: str) -> object:
+        """A tensor method call: shape queries, reshapes, arithmetic and relu; others are refused by name."""
         x = args[0]
         if not isinstance(x, _Sym):
             vals = [a.sample if isinstance(a, _Sym) else a for a in args[1:]]

@@ -44,10 +44,12 @@ def verify_graph(module: nn.Module, prop: Property, input_shape: tuple[int, ...]
     prop.check_network(n_in, n_out)
 
     def f64(x: np.ndarray) -> np.ndarray:
+        """The module's output in float64 on the CPU (the reference every counterexample is checked on)."""
         with torch.no_grad():
             return ref(torch.as_tensor(x, dtype=torch.float64).reshape((1,) + tuple(input_shape))).reshape(-1).numpy()
 
     def done(status: str, x=None, reason: str = "", engine: str = "") -> Verdict:
+        """The verdict, with the time so far and the output at the counterexample."""
         return Verdict(status, x, None if x is None else f64(x), reason, time.monotonic() - t0, engine)
 
     model = copy.deepcopy(module).eval().to(bg.device, torch.float32)
