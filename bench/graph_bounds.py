@@ -133,12 +133,13 @@ def main() -> None:
     ap.add_argument("--boxes", type=int, default=8)
     ap.add_argument("--eps", type=float, default=0.02, help="L-inf radius for the digits boxes")
     ap.add_argument("--cifar-eps", type=float, default=0.1 / 255)
-    ap.add_argument("--cifar-boxes", type=int, default=1)
+    ap.add_argument("--cifar-boxes", type=int, default=1, help="0 skips part 2")
     ap.add_argument("--chunk", type=int, default=1024)
     args = ap.parse_args()
     torch.set_num_threads(1)
     dense_vs_graph(args.boxes, args.eps)
-    cifar(args.cifar_boxes, args.cifar_eps, args.chunk)
+    if args.cifar_boxes > 0:
+        cifar(args.cifar_boxes, args.cifar_eps, args.chunk)
 
 
 if __name__ == "__main__":

@@ -160,8 +160,8 @@ def test_cnn_graph_crown_never_looser_than_dense_crown(dtype, rel, trained_cnn, 
         d = compute_bounds(TorchNet(net), box.lo.flatten(1), box.hi.flatten(1), torch.cat([C, -C]),
                            torch.zeros(20, dtype=torch.float64))
         dl, du = d.spec_lower[:, :10], -d.spec_lower[:, 10:]
-        # measured: float64 tighter by ~1e-9 (the dense SLACK); float32 looser by up to 2.4e-4 relative: its
-        # worst-case rounding allowance (gamma(fan) * sum |A| |W| |x|, verify.graph.rounding): 1.3e-4 of max |y|
+        # measured: float64 tighter by ~1e-9 (the dense SLACK); float32 looser by its worst-case rounding
+        # allowance (gamma(fan) * sum |A| |W| |x|, verify.graph.rounding): at most 9.7e-5 of 1 + max |y|
         scale = 1 + torch.maximum(dl.abs(), du.abs()).max(1, keepdim=True).values  # the allowance scales with |y|
         assert bool((b.lower.double() >= dl - rel * scale).all())
         assert bool((b.upper.double() <= du + rel * scale).all())
@@ -173,9 +173,9 @@ def test_float32_bounds_enclose_float64_bounds(trained_cnn, digits):
         b32 = BoundedGraph(model, (1, 8, 8), torch.float32).compute_bounds(box)
         b64 = BoundedGraph(model, (1, 8, 8), torch.float64).compute_bounds(box)
         assert bool((b32.lower.double() <= b64.lower).all()) and bool((b32.upper.double() >= b64.upper).all())
-        # the rounding allowance costs little: measured < 1e-4 of the width
+        # the rounding allowance costs little: measured at most 5.7e-4 of the width (trained CNN), 2.3e-4 (ResNet)
         width = (b64.upper - b64.lower).clamp(min=1e-3)
-        assert bool(((b64.lower - b32.lower.double()) <= 1e-3 * width).all())
+        assert bool(((b64.lower - b32.lower.double()) <= 2e-3 * width).all())
 
 
 def test_alpha_crown_is_at_least_as_tight_and_still_sound(trained_cnn, digits):
