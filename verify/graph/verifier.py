@@ -32,7 +32,7 @@ def _proved(lower: torch.Tensor, term: Term, margin: float) -> bool:
 
 def verify_graph(module: nn.Module, prop: Property, input_shape: tuple[int, ...], timeout: float = 60.0,
                  device: torch.device | str | None = None, margin: float = 1e-7, alpha_iters: int = 20,
-                 seed: int = 0, chunk: int = 1024) -> Verdict:
+                 seed: int = 0, chunk: int | None = None) -> Verdict:
     """The :class:`Verdict` of ``prop`` on ``module`` (input ``(N, *input_shape)``): falsify first, then bounds."""
     t0 = time.monotonic()
     deadline = t0 + timeout
