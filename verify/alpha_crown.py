@@ -25,6 +25,7 @@ import torch
 
 from rbl_core.training import make_optimizer
 
+from .ascent import ascent_step
 from .bounds import SLACK, Bounds, TorchNet, compute_bounds, concretize, l2_ball
 
 
@@ -114,14 +115,7 @@ def optimized_bounds(tn: TorchNet, lo: torch.Tensor, hi: torch.Tensor, C: torch.
                 bp.copy_(torch.where(row_better if p is logits else better.unsqueeze(-1), p.detach(), bp))
         if bool((best > margin).all()):
             break
-        opt.zero_grad()
-        (-val.sum()).backward()
-        opt.step()
-        with torch.no_grad():
-            for a in alpha:
-                a.clamp_(0.0, 1.0)
-            for b in beta or []:
-                b.clamp_(min=0.0)
+        ascent_step(opt, val, alpha, beta or [])
     # the final bound: recomputed from the best (projected) parameters, never taken from the loop
     with torch.no_grad():
         n_a = len(alpha)

@@ -13,6 +13,7 @@ import torch
 
 from rbl_core.training import make_optimizer
 
+from ..ascent import ascent_step
 from .crown import BoundState, crown_rows
 from .ir import Graph
 from .propagate import sweep
@@ -65,16 +66,8 @@ def alpha_crown(graph: Graph, lo: torch.Tensor, hi: torch.Tensor, A: torch.Tenso
                              {i: r for i, r in base.relax.items()})
         if stop_above is not None and bool((best > stop_above).all()):
             break
-        _ascend(opt, val, params)
+        ascent_step(opt, val, params)
     ref.relax = sweep(graph, lo, hi, "ibp", chunk, ref=ref).relax  # relaxations of the tightest intervals
     return best, ref
 
 
-def _ascend(opt: torch.optim.Optimizer, val: torch.Tensor, slopes: list[torch.Tensor]) -> None:
-    """One Adam step up the summed bound, then the slopes projected back onto [0, 1]."""
-    opt.zero_grad()
-    (-val.sum()).backward()
-    opt.step()
-    with torch.no_grad():
-        for a in slopes:
-            a.clamp_(0.0, 1.0)
