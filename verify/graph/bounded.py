@@ -11,11 +11,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rbl_core.onnx import OnnxGraph
+
 from .alpha import alpha_crown
 from .crown import BoundState, concretize, crown_rows, one_step_rows, to_lower
 from .ir import Graph
 from .propagate import sweep
 from .rounding import cast_rows, exact_matmul, outward_cast
+from .from_onnx import from_onnx_graph
 from .trace import from_module
 
 METHODS = ("ibp", "crown", "alpha-crown")
@@ -69,6 +72,8 @@ class BoundedGraph:
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         if isinstance(model, Graph):
             graph = model
+        elif isinstance(model, OnnxGraph):   # fx cannot trace the reader's step loop; its steps are read directly
+            graph = from_onnx_graph(model)
         else:
             if input_shape is None:
                 raise ValueError("input_shape is needed to trace a module")

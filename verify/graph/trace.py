@@ -38,7 +38,7 @@ _METHOD_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}
 _METHOD_RESHAPE = {"view", "reshape", "flatten"}
 
 
-class _Sym:
+class Sym:
     """An input-dependent value: its node index and its value on the sample batch."""
 
     def __init__(self, index: int, sample: torch.Tensor):
@@ -49,7 +49,7 @@ def _fn_name(target) -> str:
     return getattr(target, "__name__", str(target))
 
 
-class _Builder:
+class GraphBuilder:
     """Turns the fx nodes into graph nodes, folding constants."""
 
     def __init__(self, gm: fx.GraphModule, sample: torch.Tensor):
@@ -57,14 +57,14 @@ class _Builder:
         self.nodes = [Node("input", (), tuple(sample.shape[1:]), name="input")]
         self.first_input = sample
 
-    def add(self, op: str, inputs: list[_Sym], out: torch.Tensor, name: str, **params) -> _Sym:
+    def add(self, op: str, inputs: list[Sym], out: torch.Tensor, name: str, **params) -> Sym:
         """Append a node computing ``out`` (the sample's value) from ``inputs``."""
         if out.dim() == 0 or out.shape[0] != self.first_input.shape[0]:
             raise UnsupportedGraphOpError(f"'{name}'", "changes the batch dimension")
         self.nodes.append(Node(op, tuple(s.index for s in inputs), tuple(out.shape[1:]), params, name))
-        return _Sym(len(self.nodes) - 1, out)
+        return Sym(len(self.nodes) - 1, out)
 
-    def constant_of(self, c, sym: _Sym, name: str) -> torch.Tensor:
+    def constant_of(self, c, sym: Sym, name: str) -> torch.Tensor:
         """A per-sample constant tensor of the sym's shape (refuses a batch-dependent constant)."""
         t = torch.as_tensor(c, dtype=sym.sample.dtype, device=sym.sample.device)
         if t.dim() == sym.sample.dim() and t.shape[0] != 1:
@@ -76,7 +76,7 @@ class _Builder:
 
     def binary(self, kind: str, a, b, name: str) -> object:
         """add/sub/mul/div: of two nodes (add, sub only), of a node and a constant (affine), or of constants."""
-        sa, sb = isinstance(a, _Sym), isinstance(b, _Sym)
+        sa, sb = isinstance(a, Sym), isinstance(b, Sym)
         va = a.sample if sa else a
         vb = b.sample if sb else b
         out = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv}[kind](va, vb)
@@ -108,7 +108,7 @@ class _Builder:
             raise UnsupportedGraphOpError(f"'div' ({name})", "by an input-dependent tensor is not affine")
         return self.add("affine", [sym], out, name, scale=scale, shift=shift)
 
-    def reshape(self, sym: _Sym, out: torch.Tensor, name: str) -> _Sym:
+    def reshape(self, sym: Sym, out: torch.Tensor, name: str) -> Sym:
         """A per-sample reshape to ``out``'s shape (refused if it mixes the batch)."""
         if out.dim() == 0 or out.shape[0] != sym.sample.shape[0]:
             raise UnsupportedGraphOpError(f"reshape '{name}'", "mixes the batch dimension")
@@ -119,7 +119,7 @@ class _Builder:
     def module(self, target: str, mod: nn.Module, args: list) -> object:
         """A leaf module call: one of the supported module types, else refused by name."""
         x = args[0]
-        if not isinstance(x, _Sym):
+        if not isinstance(x, Sym):
             raise UnsupportedGraphOpError(f"torch module '{target}' ({type(mod).__name__})",
                                           "is applied to a constant; only input-dependent modules are supported")
         with torch.no_grad():
@@ -153,8 +153,8 @@ class _Builder:
             return self.adaptive_pool(x, out, target, mod.output_size)
         raise UnsupportedGraphOpError(f"torch module '{target}' of type {type(mod).__name__}")
 
-    def conv(self, x: _Sym, out: torch.Tensor, name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride,
-             padding, dilation, groups: int, padding_mode: str = "zeros") -> _Sym:
+    def conv(self, x: Sym, out: torch.Tensor, name: str, weight: torch.Tensor, bias: torch.Tensor | None, stride,
+             padding, dilation, groups: int, padding_mode: str = "zeros") -> Sym:
         """A conv2d node (string paddings resolved to symmetric integers)."""
         if padding_mode != "zeros":
             raise UnsupportedGraphOpError(f"conv2d '{name}' with padding_mode={padding_mode!r}")
@@ -171,8 +171,8 @@ class _Builder:
                         bias=_bias(bias, weight.shape[0], weight), stride=pair(stride), padding=pair(padding),
                         dilation=dil, groups=int(groups))
 
-    def avg_pool(self, x: _Sym, out: torch.Tensor, name: str, kernel, stride, padding, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: int | None = None) -> _Sym:
+    def avg_pool(self, x: Sym, out: torch.Tensor, name: str, kernel, stride, padding, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None) -> Sym:
         """Average pooling as a depthwise conv2d with constant weights."""
         pair = nn.modules.utils._pair
         kernel, padding = pair(kernel), pair(padding)
@@ -185,7 +185,7 @@ class _Builder:
         return self.add("conv2d", [x], out, name, weight=w, bias=torch.zeros(c, dtype=out.dtype, device=out.device),
                         stride=stride, padding=padding, dilation=(1, 1), groups=c)
 
-    def adaptive_pool(self, x: _Sym, out: torch.Tensor, name: str, output_size) -> _Sym:
+    def adaptive_pool(self, x: Sym, out: torch.Tensor, name: str, output_size) -> Sym:
         """Adaptive average pooling to a size dividing the input: a plain average pooling."""
         h, w = x.sample.shape[2:]
         oh, ow = out.shape[2:]
@@ -195,7 +195,7 @@ class _Builder:
 
     def function(self, target, args: list, kwargs: dict, name: str) -> object:
         """A torch function call: supported ones become nodes or constants, others are refused by name."""
-        syms = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, _Sym)]
+        syms = [a for a in _flat(args) + _flat(list(kwargs.values())) if isinstance(a, Sym)]
         if target in _BINARY:
             if kwargs:
                 raise UnsupportedGraphOpError(f"'{_fn_name(target)}' with keyword arguments {sorted(kwargs)}")
@@ -209,9 +209,9 @@ class _Builder:
             return getattr(x.sample, args[1])
         if target is operator.neg:
             return self.binary("mul", x, -1.0, name)
-        if len(syms) != 1 or not isinstance(x, _Sym):
+        if len(syms) != 1 or not isinstance(x, Sym):
             raise UnsupportedGraphOpError(f"torch function '{_fn_name(target)}'", "on these arguments")
-        out = target(*[a.sample if isinstance(a, _Sym) else a for a in args], **kwargs)
+        out = target(*[a.sample if isinstance(a, Sym) else a for a in args], **kwargs)
         if target in _RELU:
             return self.add("relu", [x], out, name)
         if target in _FLATTEN or target in _RESHAPE:
@@ -235,9 +235,9 @@ class _Builder:
     def method(self, target: str, args: list, kwargs: dict, name: str) -> object:
         """A tensor method call: shape queries, reshapes, arithmetic and relu; others are refused by name."""
         x = args[0]
-        if not isinstance(x, _Sym):
-            vals = [a.sample if isinstance(a, _Sym) else a for a in args[1:]]
-            if any(isinstance(a, _Sym) for a in args[1:]) or target not in _METHOD_BINARY | {"size": 0}:
+        if not isinstance(x, Sym):
+            vals = [a.sample if isinstance(a, Sym) else a for a in args[1:]]
+            if any(isinstance(a, Sym) for a in args[1:]) or target not in _METHOD_BINARY | {"size": 0}:
                 raise UnsupportedGraphOpError(f"torch method '.{target}()'")
             return getattr(x, target)(*vals, **kwargs)
         if target in _METHOD_BINARY:
@@ -288,16 +288,16 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], name: str | Non
     p = next(model.parameters(), None)
     dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
     sample = torch.rand((2,) + tuple(input_shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
-    b = _Builder(gm, sample)
+    b = GraphBuilder(gm, sample)
     env: dict[fx.Node, object] = {}
     result = None
     for n in gm.graph.nodes:
         args = fx.node.map_arg(n.args, lambda a: env[a])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
         if n.op == "placeholder":
-            if any(isinstance(v, _Sym) for v in env.values()):
+            if any(isinstance(v, Sym) for v in env.values()):
                 raise UnsupportedGraphOpError(f"{type(module).__name__}", "takes more than one input")
-            env[n] = _Sym(0, sample)
+            env[n] = Sym(0, sample)
         elif n.op == "get_attr":
             env[n] = operator.attrgetter(n.target)(gm)
         elif n.op == "call_module":
@@ -308,7 +308,7 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], name: str | Non
             env[n] = b.method(n.target, list(args), dict(kwargs), n.name)
         elif n.op == "output":
             result = args[0]
-    if not isinstance(result, _Sym):
+    if not isinstance(result, Sym):
         raise UnsupportedGraphOpError(f"{type(module).__name__}", "must return one input-dependent tensor")
     # nodes no path to the output reads are dropped (keeps the backward pass exact in its work)
     return _prune(Graph(b.nodes, name or type(module).__name__), result.index)
