@@ -14,7 +14,7 @@ import torch
 from attacks.caption.baselines import pgd_feature
 from attacks.caption.captioner import build_captioner, train_captioner
 from attacks.caption.evaluation import CaptionTarget, greedy_captions, score_attack
-from attacks.caption.metrics import bleu4, exact_matches
+from attacks.caption.metrics import bleu4
 from attacks.caption.scenes import CIFAR_SPEC
 from robustbench_local.data import load_dataset
 from robustbench_local.data_captions import load_caption_scenes
@@ -69,22 +69,28 @@ def test_scenes_are_seeded_grammatical_and_train_test_share_no_source_image(cifa
 def test_test_sized_captioner_captions_clean_test_scenes(captioner, scenes):
     test = scenes[1]
     hyp, refs = greedy_captions(captioner, test.x[:N_EVAL]), test.captions()[:N_EVAL]
-    exact = sum(exact_matches(hyp, refs)) / N_EVAL
-    assert exact >= 0.0 and bleu4(hyp, refs) >= 0.0, exact
+    exact = sum(h == r for h, r in zip(hyp, refs)) / N_EVAL
+    bleu = bleu4(hyp, refs)
+    # measured: BLEU-4 0.416, exact match 2.5 %, object count right on 98 % (the zoo recipe, a 15-epoch trunk and
+    # 5 epochs on 4,000 scenes: BLEU-4 0.679, 20.1 %); a captioner that ignored the image would still write the
+    # grammar, so its object count must also follow the image
+    counts = sum(h.count(" a ") == r.count(" a ") for h, r in zip(hyp, refs)) / N_EVAL
+    assert bleu >= 0.33 and counts >= 0.85, (bleu, exact, counts)
 
 
 def test_feature_matching_injects_the_keyword_more_as_eps_grows(captioner, scenes):
     train, test = scenes
     refs = test.captions()
-    with_k = [i for i, c in enumerate(train.captions()[:N_TRAIN]) if "truck" in c.split()]
-    t = next(i for i in range(500, 1000) if "truck" in refs[i].split())
-    target = CaptionTarget("keyword", test.x[t], refs[t], keyword="truck", feature_images=train.x[with_k],
+    # "frog": a word the test-sized captioner uses (it never says "truck", the preset's keyword)
+    with_k = [i for i, c in enumerate(train.captions()[:N_TRAIN]) if "frog" in c.split()]
+    t = next(i for i in range(500, 1000) if "frog" in refs[i].split())
+    target = CaptionTarget("keyword", test.x[t], refs[t], keyword="frog", feature_images=train.x[with_k],
                            grammar=GRAMMAR)
-    src_idx = [i for i in range(500) if "truck" not in refs[i].split()][:N_SRC]
-    src = test.x[src_idx]
+    src = test.x[[i for i in range(500) if "frog" not in refs[i].split()][:N_SRC]]
     grid = target.feature_grid(captioner)
-    rates = []
-    for eps in (4 / 255, 16 / 255):
-        res = score_attack(captioner, src, pgd_feature(captioner, src, grid, eps, steps=20), [target] * N_SRC, eps)
-        rates.append((res["clean_success_rate"], res["success_rate"]))
-    assert rates[1][1] >= rates[0][1], rates
+    low, high = (score_attack(captioner, src, pgd_feature(captioner, src, grid, eps, steps=20), [target] * N_SRC, eps)
+                 for eps in (4 / 255, 16 / 255))
+    # measured on these 24 sources: clean 0.208, eps 4/255 0.375, 16/255 0.625 (feature distance falls with eps)
+    assert high["success_rate"] >= high["clean_success_rate"] + 0.25, high
+    assert high["success_rate"] >= low["success_rate"] + 0.125, (low, high)
+    assert high["feature_distance"] < low["feature_distance"] < low["clean_feature_distance"], (low, high)
