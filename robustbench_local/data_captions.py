@@ -2,7 +2,7 @@
 
 * ``mnist_captions``: 2-3 coloured MNIST digits in a row on a black 3 x 16 x 48 canvas, from the harness's MNIST
   ``train`` / ``test`` split (carved from t10k, see :mod:`data`);
-* ``cifar_captions``: 2-3 CIFAR-10 photos (shrunk to 18 x 18) in a 2 x 2 grid on a grey 3 x 40 x 40 canvas, from
+* ``cifar_captions``: 2-3 whole CIFAR-10 photos (32 x 32) in a 1 x 3 row on a grey 3 x 32 x 96 canvas, from
   the harness's CIFAR-10 ``train`` split (4,660 exact training images) for train scenes and its ``test`` split
   (the 846 exact test images) for test scenes.
 

@@ -3,11 +3,11 @@
 Two architectures, so transfer between them can be measured:
 
 * ``AttentionGRUCaptioner``: a conv + BN encoder with two stride-2 layers (grid C x H/4 x W/4; on MNIST scenes
-  64 x 4 x 12) and a GRU decoder with additive (Bahdanau) attention over the grid's cells at every step
+  64 x 4 x 12) or a given (pretrained) backbone, and a GRU decoder with additive (Bahdanau) attention over the grid's cells at every step
   (Show-Attend-Tell style), whose attention scores also see a learned embedding of each cell's position (captions
   list the objects in reading order);
-* ``FlatLSTMCaptioner``: three 5x5/3x3 conv + max-pool stages (grid C x H/8 x W/8; on MNIST 32 x 2 x 6),
-  flattened; a linear map of the flat grid gives the LSTM's initial state and a second one a context vector fed
+* ``FlatLSTMCaptioner``: three 5x5/3x3 conv + max-pool stages (grid C x H/8 x W/8; on MNIST 32 x 2 x 6), or a
+  given backbone and one own stage, flattened; a linear map of the flat grid gives the LSTM's initial state and a second one a context vector fed
   with every input token (Show-and-Tell style with a per-step context).
 
 Both take the scene set's :class:`~attacks.caption.grammar.CaptionGrammar` (vocabulary, caption length) and image
@@ -221,7 +221,7 @@ def build_captioner(name: str, grammar: CaptionGrammar = MNIST_GRAMMAR,
 
 def pretrain_encoder(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *, epochs: int, lr: float,
                      batch_size: int, seed: int) -> None:
-    """Pretrain the encoder to name each object's colour and digit (a linear probe on the flat grid, then dropped).
+    """Pretrain the encoder to name each object's content words (a linear probe on the flat grid, then dropped).
 
     Real captioners start from an ImageNet-pretrained CNN; a from-scratch decoder and encoder wait on each other
     (the decoder learns the grammar first and ignores uninformative features), so ours start from this stand-in.

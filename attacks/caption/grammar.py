@@ -3,7 +3,7 @@
 A scene's objects sit in the slots of a ``rows`` x ``cols`` grid. The caption names them in reading order (row by
 row, left to right), each as "a [colour] <class>", and joins two consecutive objects by "left of" when they share
 a row, else by "above": "a red seven left of a blue two" (MNIST, one row), "a truck left of a dog above a ship"
-(natural images, 2 x 2). Captions are token ids: ``<bos>`` caption ``<eos>`` padded with ``<pad>`` to ``max_len``.
+(a 2 x 2 grid). Captions are token ids: ``<bos>`` caption ``<eos>`` padded with ``<pad>`` to ``max_len``.
 The first three tokens are the same in every grammar, so ``PAD_ID``, ``BOS_ID`` and ``EOS_ID`` are shared.
 """
 from __future__ import annotations
