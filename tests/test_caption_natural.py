@@ -94,3 +94,10 @@ def test_feature_matching_injects_the_keyword_more_as_eps_grows(captioner, scene
     assert high["success_rate"] >= high["clean_success_rate"] + 0.25, high
     assert high["success_rate"] >= low["success_rate"] + 0.125, (low, high)
     assert high["feature_distance"] < low["feature_distance"] < low["clean_feature_distance"], (low, high)
+
+
+def test_bleu_of_perfect_captions_is_exactly_one():
+    # sacrebleu's 100.0 divided by 100 gave 1.0000000000000004 here (the decoder-gradient attack forcing the target
+    # caption on all 30 sources), which the caption row's [0, 1] check refused
+    caption = "a ship left of a automobile left of a ship"
+    assert bleu4([caption] * 30, [caption] * 30) == 1.0

@@ -23,14 +23,13 @@ from typing import Any
 from torch import nn
 
 from attacks.caption.captioner import Captioner, build_captioner, train_captioner
-from rbl_core.data import DataSplit
 from rbl_core.architectures import build as build_architecture
+from rbl_core.data import DataSplit
 from robustbench_local.data_captions import CAPTION_SPECS
 from robustbench_local.zoo.recipes import Recipe, register_recipe
 
 _HERE = "robustbench_local.zoo.recipes_caption"
 _TRAIN = dict(pretrain_epochs=3, epochs=10, lr=2e-3, batch_size=64, n_train=4000)
-# natural images: more pretraining (naming a CIFAR class is harder than a digit), wider encoders
 # natural images: a pretrained classifier trunk instead of probe pretraining
 _NATURAL = dict(pretrain_epochs=0, epochs=5, lr=2e-3, batch_size=64, n_train=4000, backbone="small_cnn")
 NATURAL_SIZES = {"attention_gru": {}, "flat_lstm": dict(widths=[24, 48, 64])}
