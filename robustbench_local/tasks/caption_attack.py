@@ -155,6 +155,8 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     rows: list[ResultRow] = []
     examples: dict[str, tuple] = {}
     for strategy, targets in (("targeted", targeted), ("keyword", keyword)):
+        if strategy not in t.strategies:
+            continue
         plan = [(target, _sources(target, refs, int(t.n_images), pool_start)) for target in targets]
         x = torch.cat([test.x[idx] for _, idx in plan])
         per_image = [target for target, idx in plan for _ in idx]
