@@ -4,8 +4,8 @@ Every loader returns float32 NCHW images in [0, 1] (a :class:`DataSplit`; the us
 test set (MNIST, GTSRB here) are split deterministically: a permutation drawn with
 ``numpy.random.default_rng(0)`` over the whole file, the first part for training, the rest for test.
 The user's own data (``folder``, ``npz`` at ``path``) is read by :mod:`robustbench_local.data_user`; the
-object-on-scene sets (``mnist_scenes*``) by :mod:`robustbench_local.data_scenes`; the captioning set
-(``mnist_captions``, token ids as ``y``) by :mod:`robustbench_local.data_captions`.
+object-on-scene sets (``mnist_scenes*``) by :mod:`robustbench_local.data_scenes`; the captioning sets
+(``mnist_captions``, ``cifar_captions``; token ids as ``y``) by :mod:`robustbench_local.data_captions`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from rbl_core.data import AnySplit, DataError, DataSplit, StreamedSplit
-from robustbench_local.data_captions import CAPTION_SETS, caption_split
+from robustbench_local.data_captions import CAPTION_SETS, CAPTION_SPECS, caption_split
 from robustbench_local.data_scenes import SCENE_SETS, scene_split
 from robustbench_local.data_user import USER_DATASETS, load_user_dataset
 
@@ -183,8 +183,8 @@ def _scene_loader(name: str) -> Callable[[Path, str], DataSplit]:
 
 _LOADERS = {"digits": _load_digits, "mnist": _load_mnist, "cifar10": _load_cifar10, "gtsrb": _load_gtsrb,
             **{name: _scene_loader(name) for name in SCENE_SETS},
-            **{name: (lambda root, split, name=name: caption_split(name, split, _load_mnist(root, split)))
-               for name in CAPTION_SETS}}
+            **{name: (lambda root, split, name=name: caption_split(
+                name, split, _LOADERS[CAPTION_SPECS[name][1]](root, split))) for name in CAPTION_SETS}}
 
 
 def load_dataset(name: str, split: str = "test", root: str | Path | None = None, n: int | None = None,

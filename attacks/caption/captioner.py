@@ -2,12 +2,16 @@
 
 Two architectures, so transfer between them can be measured:
 
-* ``AttentionGRUCaptioner``: a 3-layer stride-2 conv encoder (grid 64 x 4 x 12) and a GRU decoder with additive
-  (Bahdanau) attention over the grid's cells at every step (Show-Attend-Tell style), whose attention scores also
-  see a learned embedding of each cell's position (captions list the objects left to right);
-* ``FlatLSTMCaptioner``: a 5x5 conv + max-pool encoder (grid 32 x 2 x 6), flattened; a linear map of the flat
-  grid gives the LSTM's initial state and a second one a context vector fed with every input token (Show-and-Tell
-  style with a per-step context).
+* ``AttentionGRUCaptioner``: a conv + BN encoder with two stride-2 layers (grid C x H/4 x W/4; on MNIST scenes
+  64 x 4 x 12) or a given (pretrained) backbone, and a GRU decoder with additive (Bahdanau) attention over the grid's cells at every step
+  (Show-Attend-Tell style), whose attention scores also see a learned embedding of each cell's position (captions
+  list the objects in reading order);
+* ``FlatLSTMCaptioner``: three 5x5/3x3 conv + max-pool stages (grid C x H/8 x W/8; on MNIST 32 x 2 x 6), or a
+  given backbone and one own stage, flattened; a linear map of the flat grid gives the LSTM's initial state and a second one a context vector fed
+  with every input token (Show-and-Tell style with a per-step context).
+
+Both take the scene set's :class:`~attacks.caption.grammar.CaptionGrammar` (vocabulary, caption length) and image
+shape, and their layer widths, so the same code serves the MNIST and the natural-image scenes.
 
 Both expose ``encode(x)`` (the grid), ``decode_logits(grid, tokens)`` (teacher forcing), ``greedy(grid)`` and
 ``beam(grid, width)``; ``forward(x, tokens)`` is encode + teacher-forced logits. Feature-mimicking attacks must
@@ -19,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.caption.scenes import BOS_ID, EOS_ID, MAX_LEN, PAD_ID, VOCAB
+from attacks.caption.grammar import BOS_ID, EOS_ID, PAD_ID, CaptionGrammar
+from attacks.caption.scenes import MNIST_GRAMMAR
 from rbl_core.data import index_batches
 from rbl_core.training import fit, make_optimizer
 
@@ -27,7 +32,10 @@ from rbl_core.training import fit, make_optimizer
 class Captioner(nn.Module):
     """Shared decoding: subclasses give ``encode``, ``init_state`` and ``step``."""
 
-    vocab_size = len(VOCAB)
+    def __init__(self, grammar: CaptionGrammar) -> None:
+        super().__init__()
+        self.grammar = grammar
+        self.vocab_size = len(grammar.words)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The feature grid (N, C, H, W) of images ``x`` (N, 3, H, W) in [0, 1]."""
@@ -54,8 +62,9 @@ class Captioner(nn.Module):
         return self.decode_logits(self.encode(x), tokens)
 
     @torch.no_grad()
-    def greedy(self, grid: torch.Tensor, max_len: int = MAX_LEN) -> torch.Tensor:
-        """Greedy token ids (N, max_len): <bos>, the argmax words, <eos>, then <pad>."""
+    def greedy(self, grid: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+        """Greedy token ids (N, max_len; default the grammar's): <bos>, the argmax words, <eos>, then <pad>."""
+        max_len = max_len or self.grammar.max_len
         n = grid.shape[0]
         out = torch.full((n, max_len), PAD_ID, dtype=torch.long)
         out[:, 0] = BOS_ID
@@ -72,8 +81,9 @@ class Captioner(nn.Module):
         return out
 
     @torch.no_grad()
-    def beam(self, grid: torch.Tensor, width: int = 3, max_len: int = MAX_LEN) -> torch.Tensor:
-        """Beam-search token ids (N, max_len), one image at a time, by total log-probability."""
+    def beam(self, grid: torch.Tensor, width: int = 3, max_len: int | None = None) -> torch.Tensor:
+        """Beam-search token ids (N, max_len; default the grammar's), one image at a time, by total log-probability."""
+        max_len = max_len or self.grammar.max_len
         if width < 1:
             raise ValueError(f"beam width must be >= 1, got {width}")
         return torch.stack([self._beam_one(grid[i:i + 1], width, max_len) for i in range(grid.shape[0])])
@@ -103,15 +113,31 @@ class Captioner(nn.Module):
         return torch.tensor(best + [PAD_ID] * (max_len - len(best)), dtype=torch.long)
 
 
-class AttentionGRUCaptioner(Captioner):
-    """Conv encoder (grid 64 x H/4 x W/4) + GRU decoder with additive attention over the grid cells."""
+@torch.no_grad()
+def _grid_shape(encoder: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(C, H, W) of the grid ``encoder`` makes of one image (eval mode: BatchNorm must not see a batch of one)."""
+    was_training = encoder.training
+    out = encoder.eval()(torch.zeros(1, *image_shape))
+    encoder.train(was_training)
+    return tuple(out.shape[1:])
 
-    def __init__(self, channels: int = 64, embed: int = 32, hidden: int = 128, cells: int = 4 * 12) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.Conv2d(64, channels, 3, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
+
+class AttentionGRUCaptioner(Captioner):
+    """Conv encoder (own layers, grid C x H/4 x W/4, or a given backbone) + GRU decoder attending over the grid cells."""
+
+    def __init__(self, grammar: CaptionGrammar = MNIST_GRAMMAR, image_shape: tuple[int, int, int] = (3, 16, 48),
+                 layers: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (64, 2)), embed: int = 32,
+                 hidden: int = 128, backbone: nn.Module | None = None) -> None:
+        super().__init__(grammar)
+        if backbone is None:
+            convs, c_in = [], image_shape[0]
+            for c_out, stride in layers:   # (channels, stride) per conv + BN + ReLU layer
+                convs += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+                c_in = c_out
+            backbone = nn.Sequential(*convs)
+        self.encoder = backbone
+        channels, grid_h, grid_w = _grid_shape(backbone, image_shape)
+        cells = grid_h * grid_w
         self.embed = nn.Embedding(self.vocab_size, embed)
         self.init_h = nn.Linear(channels, hidden)
         self.att_feat, self.att_hid = nn.Linear(channels, hidden), nn.Linear(hidden, hidden)
@@ -136,16 +162,28 @@ class AttentionGRUCaptioner(Captioner):
 
 
 class FlatLSTMCaptioner(Captioner):
-    """5x5 conv + max-pool encoder (grid 32 x H/8 x W/8), flattened into the LSTM's initial state and a per-step context."""
+    """5x5 conv + max-pool encoder (grid C x H/8 x W/8), flattened into the LSTM's initial state and a per-step context.
 
-    def __init__(self, grid_shape: tuple[int, int, int] = (32, 2, 6), embed: int = 32, hidden: int = 128) -> None:
-        super().__init__()
-        c = grid_shape[0]
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, 24, 5, padding=2), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(24, 48, 5, padding=2), nn.BatchNorm2d(48), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(48, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2))
-        flat = c * grid_shape[1] * grid_shape[2]
+    With a ``backbone`` only the last stage (``widths[2]`` channels, then a max-pool) is the model's own.
+    """
+
+    def __init__(self, grammar: CaptionGrammar = MNIST_GRAMMAR, image_shape: tuple[int, int, int] = (3, 16, 48),
+                 widths: tuple[int, int, int] = (24, 48, 32), embed: int = 32, hidden: int = 128,
+                 backbone: nn.Module | None = None) -> None:
+        super().__init__(grammar)
+        w1, w2, c = widths
+        if backbone is None:
+            self.encoder = nn.Sequential(
+                nn.Conv2d(image_shape[0], w1, 5, padding=2), nn.BatchNorm2d(w1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(w1, w2, 5, padding=2), nn.BatchNorm2d(w2), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(w2, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2))
+        else:
+            # its own last stage on the shared backbone: a grid of a different shape than the attention model's
+            c_in = _grid_shape(backbone, image_shape)[0]
+            self.encoder = nn.Sequential(backbone, nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                                         nn.MaxPool2d(2))
+        grid = _grid_shape(self.encoder, image_shape)
+        flat = grid[0] * grid[1] * grid[2]
         self.embed = nn.Embedding(self.vocab_size, embed)
         self.init_hc = nn.Linear(flat, 2 * hidden)
         self.context = nn.Linear(flat, hidden)
@@ -169,31 +207,26 @@ class FlatLSTMCaptioner(Captioner):
 ARCHITECTURES = {"attention_gru": AttentionGRUCaptioner, "flat_lstm": FlatLSTMCaptioner}
 
 
-def build_captioner(name: str) -> Captioner:
-    """An untrained captioner of architecture ``name``."""
+def build_captioner(name: str, grammar: CaptionGrammar = MNIST_GRAMMAR,
+                    image_shape: tuple[int, int, int] = (3, 16, 48), **sizes: object) -> Captioner:
+    """An untrained captioner of architecture ``name`` for ``grammar`` and ``image_shape``.
+
+    ``sizes``: layer widths, or ``backbone``, a (pretrained) conv trunk that replaces the encoder (attention) or
+    its first stages (flat).
+    """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown captioner architecture {name!r}: choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name]()
-
-
-def object_labels(tokens: torch.Tensor) -> torch.Tensor:
-    """Per caption and object (left to right): the digit's and colour's word ids, ``PAD_ID`` past the last object."""
-    # A caption is <bos> then, per object, "a <colour> <digit>" joined by "left of": object i's colour is at
-    # position 2 + 5 i and its digit at 3 + 5 i.
-    slots = (MAX_LEN + 1) // 5   # = SLOTS
-    cols = torch.tensor([[2 + 5 * i, 3 + 5 * i] for i in range(slots)]).flatten()
-    labels = tokens[:, cols]
-    return torch.where(torch.isin(labels, torch.tensor([EOS_ID, PAD_ID])), torch.full_like(labels, PAD_ID), labels)
+    return ARCHITECTURES[name](grammar, image_shape, **sizes)
 
 
 def pretrain_encoder(model: Captioner, x: torch.Tensor, tokens: torch.Tensor, *, epochs: int, lr: float,
                      batch_size: int, seed: int) -> None:
-    """Pretrain the encoder to name each object's colour and digit (a linear probe on the flat grid, then dropped).
+    """Pretrain the encoder to name each object's content words (a linear probe on the flat grid, then dropped).
 
     Real captioners start from an ImageNet-pretrained CNN; a from-scratch decoder and encoder wait on each other
     (the decoder learns the grammar first and ignores uninformative features), so ours start from this stand-in.
     """
-    labels = object_labels(tokens)
+    labels = model.grammar.object_labels(tokens)
     with torch.no_grad():
         flat = model.encode(x[:1]).numel()
     probe = nn.Linear(flat, labels.shape[1] * model.vocab_size)

@@ -12,7 +12,8 @@ import torch
 
 from attacks.caption.captioner import Captioner
 from attacks.caption.metrics import bleu4
-from attacks.caption.scenes import decode, encode
+from attacks.caption.grammar import CaptionGrammar
+from attacks.caption.scenes import MNIST_GRAMMAR
 from rbl_core.threat import Norm, ThreatModel
 
 STRATEGIES = ("targeted", "keyword")
@@ -32,6 +33,7 @@ class CaptionTarget:
     keyword: str | None = None
     # images (N, 3, H, W) whose mean encoder grid the feature attacks mimic; None: the target image's own grid
     feature_images: torch.Tensor | None = None
+    grammar: CaptionGrammar = MNIST_GRAMMAR   # the vocabulary of the caption (the scene set's)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -47,8 +49,8 @@ class CaptionTarget:
 
     @property
     def tokens(self) -> torch.Tensor:
-        """The target caption's token ids (MAX_LEN,)."""
-        return encode(self.caption.split())
+        """The target caption's token ids (max_len,)."""
+        return self.grammar.encode(self.caption.split())
 
     @torch.no_grad()
     def feature_grid(self, model: Captioner) -> torch.Tensor:
@@ -60,7 +62,7 @@ class CaptionTarget:
 @torch.no_grad()
 def greedy_captions(model: Captioner, x: torch.Tensor, batch_size: int = 256) -> list[str]:
     """Greedy captions of ``x`` as text."""
-    return [decode(t) for chunk in x.split(batch_size) for t in model.greedy(model.encode(chunk))]
+    return [model.grammar.decode(t) for chunk in x.split(batch_size) for t in model.greedy(model.encode(chunk))]
 
 
 @torch.no_grad()

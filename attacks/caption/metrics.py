@@ -11,7 +11,8 @@ def bleu4(hypotheses: list[str], references: list[str]) -> float:
     if not hypotheses:
         return 0.0
     # The captions are already lower-case words separated by spaces: no tokeniser may split them differently.
-    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score / 100.0
+    # sacrebleu's 100.0 for a perfect match can divide to 1.0000000000000004; the result rows check [0, 1]
+    return min(1.0, sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score / 100.0)
 
 
 def exact_matches(hypotheses: list[str], references: list[str]) -> list[bool]:

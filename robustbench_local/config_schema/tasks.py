@@ -353,6 +353,8 @@ class CaptionAttackTask:
     attacks: List[str] = ranged(["gan", "gan_no_disc", "pgd_feature", "decoder_gradient"], nonempty=True,
                                 choices=("gan", "gan_no_disc", "pgd_feature", "decoder_gradient"))
     eps: List[float] = ranged([0.1, 0.2, 0.3], nonempty=True, gt=0, le=1)   # Linf budgets
+    # which strategies run (a long table can be split over two processes, one per strategy)
+    strategies: List[str] = ranged(["targeted", "keyword"], nonempty=True, choices=("targeted", "keyword"))
     n_images: int = ranged(30, ge=1)         # source scenes per target
     targets: int = ranged(1, ge=1)           # target captions of the targeted strategy
     keywords: List[str] = ranged(["seven"], nonempty=True)   # keyword injection: one target scene with each

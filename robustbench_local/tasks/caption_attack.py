@@ -1,6 +1,6 @@
 """Controlled caption generation by adversarial attack (Aafaq et al., arXiv 2107.03050) on the zoo captioners.
 
-On ``dataset=mnist_captions``: the victim captioner (``task.victim``) is attacked with the GAN feature-mimicking
+On a caption set (``dataset=mnist_captions`` or ``cifar_captions``): the victim captioner (``task.victim``) is attacked with the GAN feature-mimicking
 generator (with and without its discriminator), PGD feature matching and a Show-and-Fool style decoder-gradient
 attack, under both strategies (a full targeted caption, keyword injection) at every ``task.eps``, on the same test
 scenes and targets. Every x' is re-measured (inside the eps ball, fresh greedy captions) and read by the second
@@ -8,7 +8,8 @@ captioner (``task.transfer``) as well.
 
 Yields one kind="caption" row per captioner on clean scenes, then one per (attack, strategy, eps) as it is
 measured; writes ``caption_attack.md`` (the table) and ``caption_attack.png`` (examples) into the run directory.
-Run: ``rbl +experiment=caption_attack_mnist`` (``caption_attack_quick`` for a small run).
+Run: ``rbl +experiment=caption_attack_mnist`` or ``caption_attack_cifar`` (``caption_attack_quick`` for a small
+run).
 """
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ from attacks.caption.evaluation import CaptionTarget, greedy_captions, natural_d
 from attacks.caption.figure import save_caption_figure
 from attacks.caption.gan import perturb, train_generator
 from attacks.caption.metrics import bleu4, exact_matches
-from attacks.caption.scenes import VOCAB, decode
 from rbl_core.io import atomic_write_text
 from robustbench_local.data import load_dataset
-from robustbench_local.data_captions import CAPTION_SETS
+from robustbench_local.data_captions import CAPTION_SETS, caption_grammar
 from robustbench_local.results import ResultRow
 from robustbench_local.errors import ConfigError
 from robustbench_local.tasks.base import TaskContext
@@ -43,13 +43,15 @@ ATTACKS = ("gan", "gan_no_disc", "pgd_feature", "decoder_gradient")
 def _check(cfg: DictConfig) -> None:
     t = cfg.task
     if cfg.dataset.name not in CAPTION_SETS:
-        raise ConfigError(f"task=caption_attack attacks captioners; set dataset=mnist_captions (got {cfg.dataset.name!r})")
+        raise ConfigError(f"task=caption_attack attacks captioners; set dataset to one of {list(CAPTION_SETS)}, e.g. "
+                          f"mnist_captions (got {cfg.dataset.name!r})")
     unknown = [a for a in t.attacks if a not in ATTACKS]
     if unknown:
         raise ConfigError(f"task.attacks: unknown attacks {unknown}: choose from {list(ATTACKS)}")
-    bad = [k for k in t.keywords if k not in VOCAB or k.startswith("<") or k in ("a", "left", "of")]
+    content = caption_grammar(cfg.dataset.name).content_words
+    bad = [k for k in t.keywords if k not in content]
     if bad:
-        raise ConfigError(f"task.keywords: {bad} are not colour or digit words of the caption vocabulary")
+        raise ConfigError(f"task.keywords: {bad} are not colour or object words of the caption vocabulary {content}")
     if t.victim == t.transfer:
         raise ConfigError("task.transfer must be a different captioner than task.victim")
 
@@ -64,7 +66,7 @@ def _clean_row(name: str, model: Captioner, x: torch.Tensor, refs: list[str], be
     hyp = greedy_captions(model, x)
     ok = exact_matches(hyp, refs)
     with torch.no_grad():
-        beam = [decode(t) for t in model.beam(model.encode(x[:beam_n]), width=3)]
+        beam = [model.grammar.decode(t) for t in model.beam(model.encode(x[:beam_n]), width=3)]
     metrics = {"n": len(ok), "strategy": "clean", "success_rate": sum(ok) / len(ok),
                "success_mask": "".join("1" if o else "0" for o in ok), "bleu_to_target": bleu4(hyp, refs),
                "beam3_exact_match": sum(exact_matches(beam, refs[:beam_n])) / beam_n, "beam3_n": beam_n,
@@ -91,7 +93,7 @@ def pick_targets(model: Captioner, x: torch.Tensor, refs: list[str], n_targeted:
         if len(targeted) == n_targeted:
             break
         if refs[i] not in used:
-            targeted.append(CaptionTarget("targeted", x[i], refs[i]))
+            targeted.append(CaptionTarget("targeted", x[i], refs[i], grammar=model.grammar))
             used.add(refs[i])
     keyword = []
     for k in keywords:
@@ -101,7 +103,8 @@ def pick_targets(model: Captioner, x: torch.Tensor, refs: list[str], n_targeted:
         with_k = [j for j, r in enumerate(train[1]) if k in r.split()]
         if not with_k:
             raise ConfigError(f"no train scene contains keyword {k!r}; raise task.gan.n_train")
-        keyword.append(CaptionTarget("keyword", x[i], refs[i], keyword=k, feature_images=train[0][with_k]))
+        keyword.append(CaptionTarget("keyword", x[i], refs[i], keyword=k, feature_images=train[0][with_k],
+                                     grammar=model.grammar))
         used.add(refs[i])
     if len(targeted) < n_targeted:
         raise ConfigError(f"only {len(targeted)} correctly captioned target scenes; lower task.targets")
@@ -140,7 +143,7 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     victim = _captioner(t.victim, ctx, cfg.dataset.name)
     transfer = _captioner(t.transfer, ctx, cfg.dataset.name)
     test = load_dataset(cfg.dataset.name, "test", root=ctx.data_root, n=cfg.dataset.n_test)
-    refs = [decode(y) for y in test.y]
+    refs = [victim.grammar.decode(y) for y in test.y]
     pool_start = len(test) // 2            # sources from the first half, targets from the second
     for name, model in ((t.victim, victim), (t.transfer, transfer)):
         yield _clean_row(name, model, test.x, refs, int(t.beam_n), cfg, ctx)
@@ -148,10 +151,12 @@ def run(cfg: DictConfig, ctx: TaskContext) -> Iterator[ResultRow]:
     train = load_dataset(cfg.dataset.name, "train", root=ctx.data_root, n=int(t.gan.n_train))
     x_train = train.x
     targeted, keyword = pick_targets(victim, test.x, refs, int(t.targets), list(t.keywords), pool_start,
-                                     (x_train, [decode(y) for y in train.y]))
+                                     (x_train, [victim.grammar.decode(y) for y in train.y]))
     rows: list[ResultRow] = []
     examples: dict[str, tuple] = {}
     for strategy, targets in (("targeted", targeted), ("keyword", keyword)):
+        if strategy not in t.strategies:
+            continue
         plan = [(target, _sources(target, refs, int(t.n_images), pool_start)) for target in targets]
         x = torch.cat([test.x[idx] for _, idx in plan])
         per_image = [target for target, idx in plan for _ in idx]
