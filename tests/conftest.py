@@ -145,6 +145,26 @@ def mnist_cnn() -> torch.nn.Module:
     return load_model("standard_cnn", "mnist")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--raw-isp-operators``: the F/G recipe pair tests/test_raw_isp.py measures (docs/raw_isp.md quotes both)."""
+    parser.addoption("--raw-isp-operators", default="test_raw_isp",
+                     help="zoo recipes <NAME>_f and <NAME>_g for tests/test_raw_isp.py: test_raw_isp (default, "
+                          "sized for the suite) or raw_isp (the study's pair that docs/raw_isp.md quotes)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``-n N`` distributes by ``xdist_group`` (``--dist loadgroup``) instead of test by test (``load``).
+
+    ``load`` deals the first quarter of the tests round-robin, so two workers each start a test of the same module
+    and one of them idles on the zoo cache's lock while the other trains the weights they share (the captioners:
+    ~3 min). Modules that train shared weights are one group each, which one worker runs whole; groups are dealt
+    first, largest first, and ungrouped tests fill in one at a time. ``-n`` alone means ``--dist load``, which
+    becomes ``loadgroup``; other ``--dist`` modes are kept; without xdist (``-p no:xdist``) nothing changes.
+    """
+    if config.getoption("dist", None) == "load" and config.getoption("numprocesses", None):
+        config.option.dist = "loadgroup"
+
+
 def pytest_collection_modifyitems(config, items):
     """Deselect ``gpu`` tests where torch sees no CUDA device: they check the GPU path and cannot run on a CPU."""
     if torch.cuda.is_available():
