@@ -16,9 +16,6 @@ from robustbench_local.tasks.base import TaskContext
 from robustbench_local.tasks.caption_attack import pick_targets, run
 from robustbench_local.zoo import load_model
 
-# One xdist worker trains both captioners and runs every test on them (tests/conftest.py: loadgroup).
-pytestmark = pytest.mark.xdist_group("captioners")
-
 N = 24   # source scenes per target
 
 

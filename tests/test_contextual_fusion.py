@@ -19,9 +19,6 @@ from robustbench_local.data import load_dataset
 from robustbench_local.data_scenes import VARIABLE_P, load_scenes
 from robustbench_local.zoo import load_model
 
-# One xdist worker trains the scene models and runs every test on them (conftest: loadgroup).
-pytestmark = pytest.mark.xdist_group("contextual_fusion")
-
 EPS = 0.1
 N_TEST = 300
 FGSM = FoolboxAttack("FGM")

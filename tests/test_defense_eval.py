@@ -7,8 +7,7 @@ from robustbench_local.results import ResultsStore
 from test_cli import rbl  # tests/ is on sys.path (pytest rootdir import mode)
 
 
-# The tests' F and G (zoo recipes test_raw_isp_f / _g), shared with tests/test_raw_isp.py: one worker trains them.
-@pytest.mark.xdist_group("raw_isp")
+# The tests' F and G (zoo recipes test_raw_isp_f / _g), shared with tests/test_raw_isp.py (conftest.XDIST_GROUPS).
 def test_defense_eval_records_an_adaptive_and_an_unaware_row_per_eps_and_a_figure(tmp_path):
     proc = rbl(tmp_path, "task=defense_eval", "dataset=cifar10", "model=small_cnn", "defense=raw_isp", "attack=fgsm",
                "+defense.wrapper.operators=test_raw_isp", "task.eps=[0.0156862745]", "dataset.n_test=24", "workers=1")

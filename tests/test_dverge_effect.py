@@ -14,9 +14,6 @@ from robustbench_local.data import load_dataset
 from robustbench_local.zoo import load_model
 from robustbench_local.zoo.recipes import Recipe, register_recipe
 
-# One xdist worker trains the three ensembles and runs every test on them (conftest: loadgroup).
-pytestmark = pytest.mark.xdist_group("dverge")
-
 # Test-scale recipes (2,000 training images, few epochs); trained once and cached like any zoo model.
 _BASE = dict(members=3, average="prob", n_train=2000, epochs=4, lr=3e-3, batch_size=128)
 _DVERGE = dict(members=3, average="prob", n_train=2000, baseline="test_baseline_ens3", baseline_params=_BASE,

@@ -14,9 +14,6 @@ from attacks.feature_guided.figure import save_outcomes_figure
 from robustbench_local.data import load_dataset
 from rbl_core.threat import ThreatModel
 
-# One xdist worker runs the cooperative attack the tests share (conftest: loadgroup).
-pytestmark = pytest.mark.xdist_group("feature_guided_attack")
-
 REPO = Path(__file__).resolve().parent.parent
 L0 = ThreatModel("L0", None)
 

@@ -23,9 +23,6 @@ from robustbench_local.data import load_dataset
 from robustbench_local.evaluation import evaluate
 from robustbench_local.zoo import load_model
 
-# One xdist worker trains the classifier, F and G, shared with test_defense_eval.py (conftest: loadgroup).
-pytestmark = pytest.mark.xdist_group("raw_isp")
-
 N = 200
 EPS = 4 / 255
 # Measured on these 200 images (deterministic weights on pinned CPU kernels, so the same on every machine), for the
