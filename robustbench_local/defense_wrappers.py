@@ -19,7 +19,7 @@ from defenses.input_transforms.wrapper import DefenseError, Preprocessed
 from defenses.raw_isp.demosaic import ClassicalISP
 from defenses.raw_isp.pipeline import RawISP
 from robustbench_local.errors import ConfigError
-from robustbench_local.zoo import get_recipe
+from robustbench_local.zoo import ZooError, get_recipe
 from robustbench_local.zoo.cache import load_or_train
 from robustbench_local.zoo.recipes_raw_isp import RAW_DATASETS
 
@@ -53,21 +53,27 @@ def demosaic_isp(model: nn.Module, method: str = "malvar", dataset: str | None =
     return Preprocessed(model, ClassicalISP(method), "demosaic_isp")
 
 
-def _check_raw(dataset: str | None) -> None:
+def _check_raw(dataset: str | None, operators: str = "raw_isp") -> None:
     _rgb("raw_isp", dataset)
     if dataset is not None and dataset not in RAW_DATASETS:
         raise DefenseError(f"defense=raw_isp has trained F and G for {list(RAW_DATASETS)}, not dataset={dataset}")
+    if dataset is not None:
+        for part in ("f", "g"):
+            try:
+                get_recipe(f"{operators}_{part}", dataset)
+            except ZooError as err:
+                raise DefenseError(f"defense=raw_isp operators={operators!r}: {err}") from None
 
 
 def raw_isp(model: nn.Module, dataset: str, noise: bool = False, eot_samples: int = 8,
-            cache_dir: str | None = None, data_root: str | None = None) -> Preprocessed:
-    """G(F(x)) before ``model``, with F and G the zoo's recipes for ``dataset`` (trained on first use)."""
-    _check_raw(dataset)
+            cache_dir: str | None = None, data_root: str | None = None, operators: str = "raw_isp") -> Preprocessed:
+    """G(F(x)) before ``model``, F and G the zoo's recipes ``<operators>_f`` / ``_g`` for ``dataset`` (trained once)."""
+    _check_raw(dataset, operators)
     if eot_samples < 1:
         raise DefenseError(f"raw_isp eot_samples must be >= 1, got {eot_samples}")
     cache = Path(cache_dir).expanduser() if cache_dir else None
-    f = load_or_train(get_recipe("raw_isp_f", dataset), cache, data_root)
-    g = load_or_train(get_recipe("raw_isp_g", dataset), cache, data_root)
+    f = load_or_train(get_recipe(f"{operators}_f", dataset), cache, data_root)
+    g = load_or_train(get_recipe(f"{operators}_g", dataset), cache, data_root)
     wrapped = Preprocessed(model, RawISP(f, g, noise=noise), "raw_isp")
     wrapped.eot_samples = int(eot_samples)
     return wrapped
@@ -79,7 +85,8 @@ _CHECKS: dict[str, Callable[..., Any]] = {
     "bit_depth": lambda bits=4, dataset=None: BitDepth(bits),
     "median": lambda kernel=3, dataset=None: Median(kernel),
     "demosaic_isp": lambda method="malvar", dataset=None: (_rgb("demosaic_isp", dataset), ClassicalISP(method)),
-    "raw_isp": lambda dataset=None, noise=False, eot_samples=8, cache_dir=None, data_root=None: _check_raw(dataset),
+    "raw_isp": lambda dataset=None, noise=False, eot_samples=8, cache_dir=None, data_root=None, operators="raw_isp":
+        _check_raw(dataset, operators),
 }
 
 

@@ -145,6 +145,49 @@ def mnist_cnn() -> torch.nn.Module:
     return load_model("standard_cnn", "mnist")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--raw-isp-operators``: the F/G recipe pair tests/test_raw_isp.py measures (docs/raw_isp.md quotes both)."""
+    parser.addoption("--raw-isp-operators", default="test_raw_isp",
+                     help="zoo recipes <NAME>_f and <NAME>_g for tests/test_raw_isp.py: test_raw_isp (default, "
+                          "sized for the suite) or raw_isp (the study's pair that docs/raw_isp.md quotes)")
+
+
+# Tests that share weights they train, each group run whole by one xdist worker: nodeid prefix -> group.
+XDIST_GROUPS = {
+    "tests/test_caption_attack.py::": "captioners",
+    "tests/test_contextual_fusion.py::": "scene_models",
+    "tests/test_raw_isp.py::": "raw_isp",
+    "tests/test_defense_eval.py::test_defense_eval_records_": "raw_isp",   # the same F and G
+    "tests/test_dverge_effect.py::": "dverge",
+    "tests/test_feature_guided_attack.py::": "feature_guided_attack",   # one attack run the tests share
+}
+
+
+def xdist_group(nodeid: str) -> str:
+    """The scheduling unit of a test: its group in ``XDIST_GROUPS``, else the test itself."""
+    return next((group for prefix, group in XDIST_GROUPS.items() if nodeid.startswith(prefix)), nodeid)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``-n N`` (``--dist load``) deals out ``XDIST_GROUPS`` whole, largest first, then single tests as workers free up.
+
+    ``load`` deals the first quarter of the tests round-robin, so both workers start tests of one module and one
+    idles on the zoo cache's lock while the other trains the weights they share (the captioners: ~3 min).
+    xdist's own ``loadgroup`` cannot be used: on pytest 9 its ``xdist_group`` marks no longer reach the scheduler.
+    Other ``--dist`` modes are left to xdist.
+    """
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     """Deselect ``gpu`` tests where torch sees no CUDA device: they check the GPU path and cannot run on a CPU."""
     if torch.cuda.is_available():
@@ -153,3 +196,4 @@ def pytest_collection_modifyitems(config, items):
     if gpu:
         config.hook.pytest_deselected(items=gpu)
         items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+

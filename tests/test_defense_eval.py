@@ -7,9 +7,10 @@ from robustbench_local.results import ResultsStore
 from test_cli import rbl  # tests/ is on sys.path (pytest rootdir import mode)
 
 
+# The tests' F and G (zoo recipes test_raw_isp_f / _g), shared with tests/test_raw_isp.py (conftest.XDIST_GROUPS).
 def test_defense_eval_records_an_adaptive_and_an_unaware_row_per_eps_and_a_figure(tmp_path):
     proc = rbl(tmp_path, "task=defense_eval", "dataset=cifar10", "model=small_cnn", "defense=raw_isp", "attack=fgsm",
-               "task.eps=[0.0156862745]", "dataset.n_test=24", "workers=1")
+               "+defense.wrapper.operators=test_raw_isp", "task.eps=[0.0156862745]", "dataset.n_test=24", "workers=1")
     rows = ResultsStore(f"sqlite:///{tmp_path}/r.db").rows(kind="evasion")
     assert sorted(r["metrics"]["adaptive"] for r in rows) == ["e2e", "unaware"]
     assert {r["defense"] for r in rows} == {"raw_isp"}
@@ -21,6 +22,7 @@ def test_defense_eval_records_an_adaptive_and_an_unaware_row_per_eps_and_a_figur
     (["defense=nosuch"], "unknown defense 'nosuch'. Available options in 'defense': bit_depth"),
     (["defense=jpeg", "dataset=cifar10", "defense.wrapper.quality=0"], "JPEG quality must be in [1, 100], got 0"),
     (["defense=raw_isp", "dataset=mnist"], "defense=raw_isp needs RGB images, but dataset=mnist is greyscale"),
+    (["defense=raw_isp", "dataset=cifar10", "+defense.wrapper.operators=nosuch"], "no zoo model 'nosuch_f'"),
     (["defense=median", "defense.wrapper.kernel=4"], "median filter kernel must be odd"),
 ])
 def test_bad_defense_input_is_one_line_exit_2_and_nothing_recorded(tmp_path, overrides, message):
