@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 DEVICE_SPECS = "cpu, cuda, cuda:N or auto"
+HOST = torch.device("cpu")   # where data is read and a module without tensors computes
 _CUDA = re.compile(r"cuda(?::(\d+))?")
 
 
@@ -39,7 +40,7 @@ def module_device(model: nn.Module) -> torch.device:
     """Where ``model`` computes: the device of its first parameter or buffer (the CPU for a module with neither)."""
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
-    return torch.device("cpu")
+    return HOST
 
 
 def describe_device(device: torch.device) -> dict[str, str]:

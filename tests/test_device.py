@@ -133,7 +133,6 @@ FIXED_DEVICE = re.compile(r"""device\s*=\s*["'](cpu|cuda)|torch\.device\(\s*["']
                           r"""map_location\s*=\s*["'](cpu|cuda)""")
 ALLOWED = {
     "rbl_core/device.py": "the one place that turns a device spec into a torch.device",
-    "robustbench_local/tasks/dverge_eval.py": "reads a checkpoint into host memory; the task runs on the CPU only",
 }
 
 

@@ -11,8 +11,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from rbl_core.onnx import ops_nn as nn_ops
-from rbl_core.onnx import ops_shape as shape_ops
+import rbl_core.onnx.ops_nn as nn_ops
+import rbl_core.onnx.ops_shape as shape_ops
 from rbl_core.onnx.ops_shape import elementwise
 
 

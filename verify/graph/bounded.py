@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rbl_core.device import HOST
 from rbl_core.onnx import OnnxGraph
 
 from .alpha import alpha_crown
@@ -82,7 +83,7 @@ class BoundedGraph:
             device = device if device is not None else (p.device if p is not None else None)
         if device is None:
             p = next((v for n in graph.nodes for v in n.params.values() if isinstance(v, torch.Tensor)), None)
-            device = p.device if p is not None else torch.device("cpu")
+            device = p.device if p is not None else HOST
         self.graph = graph.to(dtype, device)
         self.dtype, self.device = dtype, torch.device(device)
 

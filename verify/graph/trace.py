@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from rbl_core.device import HOST
+
 from ..network import UnsupportedOperationError
 from .ir import Graph, Node
 
@@ -286,7 +288,7 @@ def from_module(module: nn.Module, input_shape: tuple[int, ...], name: str | Non
     except Exception as exc:  # fx raises many types; name the model in a user error
         raise UnsupportedGraphOpError(f"{type(module).__name__}", f"cannot be traced by torch.fx: {exc}") from exc
     p = next(model.parameters(), None)
-    dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
+    dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, HOST)
     sample = torch.rand((2,) + tuple(input_shape), generator=torch.Generator().manual_seed(0)).to(device, dtype)
     b = GraphBuilder(gm, sample)
     env: dict[fx.Node, object] = {}
