@@ -105,7 +105,8 @@ class StreamedSplit:
         """Yield (x, y) mini-batches read on demand; shuffling is seeded as :meth:`DataSplit.loader`'s."""
         batches = index_batches(len(self), batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
         # Sorted within a batch so a sequential source (a compressed .npz member) reads forward.
-        return ((self.images(idx.sort().values), self.y[idx.sort().values]) for idx in batches)
+        ordered = (idx.sort().values for idx in batches)
+        return ((self.images(idx), self.y[idx]) for idx in ordered)
 
 
 AnySplit = Union[DataSplit, StreamedSplit]
@@ -114,8 +115,8 @@ AnySplit = Union[DataSplit, StreamedSplit]
 def stream_batches(data: AnySplit, batch_size: int, prefetch: int = 1) -> Iterator[tuple[range, torch.Tensor]]:
     """(positions, images) of consecutive batches, the next ``prefetch`` batches read in a background thread.
 
-    Memory holds at most ``prefetch + 1`` batches, whatever the size of the data set; reading the next batch
-    overlaps with the work on this one.
+    Memory holds at most ``prefetch + 2`` batches (the one in use, the queued ones, the one being read),
+    whatever the size of the data set; reading the next batch overlaps with the work on this one.
     """
     spans = [range(s, min(s + batch_size, len(data))) for s in range(0, len(data), batch_size)]
     if prefetch < 1 or len(spans) < 2:

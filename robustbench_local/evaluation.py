@@ -199,13 +199,15 @@ def evaluate(model: nn.Module, data: AnySplit, attacks: Mapping[str, EvasionAtta
                                    initializer=_worker_init, initargs=(1,))
     jobs: dict[Future, tuple[str, int]] = {}
 
-    def land(done: set[Future]) -> None:
+    def record(name: str, b: int, result: _BatchResult) -> None:
         # Saved as each batch lands, so an interruption loses at most the batches still running.
+        _apply(outcomes[name], b, result)
+        state.save(name, outcomes[name])
+        bar.update()
+
+    def land(done: set[Future]) -> None:
         for future in done:
-            name, b = jobs.pop(future)
-            _apply(outcomes[name], b, future.result())
-            state.save(name, outcomes[name])
-            bar.update()
+            record(*jobs.pop(future), future.result())
 
     try:
         for b, (span, x) in enumerate(stream_batches(data, batch_size)):
@@ -222,16 +224,12 @@ def evaluate(model: nn.Module, data: AnySplit, attacks: Mapping[str, EvasionAtta
                     if not ok:
                         outcome.robust[i] = False
                 if not idx:
-                    _apply(outcome, b, _BatchResult([], [], [], [], 0, 0.0))
-                    state.save(name, outcome)
-                    bar.update()
+                    record(name, b, _BatchResult([], [], [], [], 0, 0.0))
                     continue
                 args = (model, attack, x[local].to(device), y[local].to(device), threat, idx,
                         seed * 1_000_003 + zlib.crc32(name.encode()) + b)
                 if pool is None:
-                    _apply(outcome, b, _attack_batch(*args))
-                    state.save(name, outcome)
-                    bar.update()
+                    record(name, b, _attack_batch(*args))
                 else:
                     jobs[pool.submit(_attack_batch, *args)] = (name, b)
             while len(jobs) > 2 * workers:   # a bounded window: the queued batches' images stay in memory
@@ -242,4 +240,4 @@ def evaluate(model: nn.Module, data: AnySplit, attacks: Mapping[str, EvasionAtta
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return EvaluationReport(clean, {name: outcomes[name] for name in attacks})
+    return EvaluationReport(clean, outcomes)

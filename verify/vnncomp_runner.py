@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rbl_core.onnx import load_onnx
+from rbl_core.onnx import OnnxGraph, load_onnx
 
 from .graph.verifier import verify_graph
 from .graph_ibp import proves
 from .network import UnsupportedOperationError
-from .torch_import import from_onnx
+from .step_import import graph_to_network
 from .parallel import run_parallel
 from .verdict import Verdict
 from .verifier import verify
@@ -40,22 +40,20 @@ def onnxruntime_output(onnx_path: str | Path, x: np.ndarray) -> np.ndarray | Non
     return np.asarray(sess.run(None, {inp.name: np.asarray(x, dtype=np.float32).reshape(shape)})[0]).reshape(-1)
 
 
-def _interval_only(onnx_path: str, prop, refusal: Exception, t0: float) -> dict:
+def _interval_only(graph: OnnxGraph, prop, refusal: Exception, t0: float) -> dict:
     """A network the dense IR cannot hold: the graph's interval bounds prove the property, or it stays unknown."""
-    graph = load_onnx(onnx_path)
     held = proves(graph, prop)
-    return {"onnx": str(onnx_path), "result": "unsat" if held else "unknown", "status": "holds" if held else "unknown",
+    return {"onnx": graph.source, "result": "unsat" if held else "unknown", "status": "holds" if held else "unknown",
             "time_s": time.monotonic() - t0, "engine": "graph_ibp", "stats": {},
             "reason": "" if held else f"interval bounds too loose; dense IR refused: {refusal}"}
 
 
-def _graph_verdict(onnx_path: str, prop, deadline: float, seed: int) -> Verdict | None:
+def _graph_verdict(graph: OnnxGraph, prop, deadline: float, seed: int) -> Verdict | None:
     """A convolutional network's verdict from the graph bounds (falsify, CROWN, alpha-CROWN); None for the others.
 
     Convolutions stay convolutions there (the dense IR would turn each into a matrix); fully connected networks
     keep the dense path, whose branch and bound decides far more of them.
     """
-    graph = load_onnx(onnx_path)
     if not any(step.op == "Conv" for step in graph.steps):
         return None
     try:
@@ -69,12 +67,13 @@ def solve_instance(onnx_path: str, vnnlib_path: str, timeout: float, seed: int =
     """Verify one instance in this process; returns a JSON-friendly dict."""
     t0 = time.monotonic()
     prop = load_vnnlib(vnnlib_path)
-    v = _graph_verdict(onnx_path, prop, t0 + timeout, seed)
+    graph = load_onnx(onnx_path)   # read once: the graph bounds, the dense IR and the interval bounds share it
+    v = _graph_verdict(graph, prop, t0 + timeout, seed)
     if v is None:
         try:
-            net = from_onnx(onnx_path)
+            net = graph_to_network(graph)
         except UnsupportedOperationError as refusal:
-            return {**_interval_only(onnx_path, prop, refusal, t0), "vnnlib": str(vnnlib_path)}
+            return {**_interval_only(graph, prop, refusal, t0), "onnx": str(onnx_path), "vnnlib": str(vnnlib_path)}
         v = verify(net, prop, timeout=max(0.1, timeout - (time.monotonic() - t0)), seed=seed)
     out = {"onnx": str(onnx_path), "vnnlib": str(vnnlib_path), "result": v.vnncomp, "status": v.status,
            "time_s": time.monotonic() - t0, "reason": v.reason, "engine": v.engine, "stats": v.stats}
